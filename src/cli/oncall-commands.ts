@@ -1,0 +1,159 @@
+import { buildBrokerApp, type BrokerApp } from '../app.js';
+import type { Config } from '../config/config.js';
+import { CHANNEL_ID_RE } from '../config/env-schema.js';
+import { readEmbeddedRedisUrl } from '../infra/redis-server.js';
+import { createLogger } from '../lib/logger.js';
+import { refreshJobId } from '../scheduler/refresh-queue.js';
+import type { ChannelState } from '../service/channel-token-service.js';
+import { GLOBAL_WINDOW_MS, HOUR_MS } from '../store/call-budget.js';
+import { maskToken } from './mask.js';
+
+export type Print = (line: string) => void;
+
+export class UsageError extends Error {}
+
+const iso = (ms: number | null | undefined) => (ms === null || ms === undefined ? '-' : new Date(ms).toISOString());
+const secondsFrom = (ms: number | null | undefined, now: number) =>
+  ms === null || ms === undefined ? '-' : `${Math.round((ms - now) / 1000)}s`;
+
+/** Opens the broker's own stores on the configured Redis, without HTTP or worker. */
+export function openForOncall(config: Config): BrokerApp {
+  const redisUrl = config.redisUrl ?? readEmbeddedRedisUrl(config.dataDir);
+  if (redisUrl === undefined) {
+    throw new UsageError('REDIS_URL is unset and no embedded redis-server is running under BROKER_DATA_DIR');
+  }
+  return buildBrokerApp({ config: { ...config, role: 'api' }, redisUrl, logger: createLogger('silent') });
+}
+
+function channelArg(args: readonly string[], required: boolean): string | undefined {
+  const ch = args.find((a) => !a.startsWith('--'));
+  if (ch === undefined) {
+    if (required) throw new UsageError('a channel ID is required');
+    return undefined;
+  }
+  if (!CHANNEL_ID_RE.test(ch)) throw new UsageError(`channel ID must be 1-20 digits: ${ch.slice(0, 40)}`);
+  return ch;
+}
+
+function printTable(print: Print, rows: ChannelState[], now: number): void {
+  print(['CHANNEL', 'WARM', 'EXPIRES IN', 'NEXT REFRESH IN', 'CALLS/H', 'LAST ERROR'].join('\t'));
+  for (const r of rows) {
+    print(
+      [
+        r.channelId,
+        r.warm ? 'yes' : 'no',
+        secondsFrom(r.expireTime, now),
+        secondsFrom(r.nextRefreshAt, now),
+        `${r.callsLastHour}/${r.budgetPerHour}`,
+        r.lastError === null ? '-' : `${r.lastError.code} ${iso(r.lastError.at)}`,
+      ].join('\t'),
+    );
+  }
+}
+
+/** `channels [--json]`: every warm channel with its state. */
+export async function channelsCommand(app: BrokerApp, args: readonly string[], print: Print): Promise<void> {
+  const account = app.accounts.defaultAccount;
+  const rows = await app.service.list(account);
+  if (args.includes('--json')) print(JSON.stringify({ account: account.name, channels: rows }, null, 2));
+  else printTable(print, rows, Date.now());
+}
+
+/** `inspect [channelId] [--json]`: one channel in depth (token masked), or the whole broker at a glance. */
+export async function inspectCommand(app: BrokerApp, args: readonly string[], print: Print): Promise<void> {
+  const account = app.accounts.defaultAccount;
+  const channelId = channelArg(args, false);
+  const now = Date.now();
+  if (channelId === undefined) {
+    const counts = await app.queue.queue.getJobCounts('waiting', 'delayed', 'active', 'failed', 'completed');
+    const warm = await app.store.countWarm(account.appId);
+    const globalUsed = await app.budget.globalUsed();
+    const summary = {
+      account: account.name,
+      appId: account.appId,
+      warmChannels: warm,
+      jobs: counts,
+      globalCallsLast10s: globalUsed,
+      globalLimitPer10s: app.config.budget.globalPer10s,
+    };
+    if (args.includes('--json')) {
+      print(JSON.stringify(summary, null, 2));
+      return;
+    }
+    print(`account ${summary.account} (appId ${summary.appId}): ${warm} warm channels`);
+    print(`jobs: ${Object.entries(counts).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+    print(`PolyV calls in the last 10 s (whole fleet): ${globalUsed}/${summary.globalLimitPer10s}`);
+    return;
+  }
+  const [state, cached, job, rejected] = await Promise.all([
+    app.service.describe(account, channelId),
+    app.store.read(account.appId, channelId),
+    app.queue.queue.getJob(refreshJobId(account.appId, channelId)),
+    app.store.readRejected(account.appId, channelId),
+  ]);
+  const jobState = job === undefined ? 'none' : await job.getState();
+  const detail = {
+    ...state,
+    token: cached === null ? null : maskToken(cached.token),
+    tokenVersion: cached?.version ?? null,
+    fetchedAt: cached?.fetchedAt ?? null,
+    job: { id: refreshJobId(account.appId, channelId), state: jobState, failures: job?.data.failures ?? 0 },
+    rejectedByPolyv: rejected,
+  };
+  if (args.includes('--json')) {
+    print(JSON.stringify(detail, null, 2));
+    return;
+  }
+  print(`channel ${channelId} (account ${account.name})`);
+  print(`  warm:          ${state.warm ? 'yes' : 'no'}`);
+  print(`  token:         ${detail.token ?? 'none cached'}`);
+  print(`  expireTime:    ${iso(state.expireTime)} (in ${secondsFrom(state.expireTime, now)})`);
+  print(`  fetched:       ${iso(detail.fetchedAt)}   version ${detail.tokenVersion ?? '-'}`);
+  print(`  next refresh:  ${iso(state.nextRefreshAt)} (in ${secondsFrom(state.nextRefreshAt, now)})`);
+  print(`  job:           ${detail.job.id} ${jobState}${detail.job.failures > 0 ? `, ${detail.job.failures} failures in a row` : ''}`);
+  print(`  calls/hour:    ${state.callsLastHour}/${state.budgetPerHour}`);
+  print(`  last error:    ${state.lastError === null ? '-' : `${state.lastError.code} at ${iso(state.lastError.at)}: ${state.lastError.message}`}`);
+  if (rejected !== null) print(`  rejected:      ${rejected}`);
+}
+
+/** `refresh <channelId> [--json]`: fetch a new token now (through the budget and the lock). */
+export async function refreshCommand(app: BrokerApp, args: readonly string[], print: Print): Promise<void> {
+  const channelId = channelArg(args, true)!;
+  const account = app.accounts.defaultAccount;
+  const token = await app.service.forceRefresh(account, channelId);
+  const out = { channelId, token: maskToken(token.token), expireTime: token.expireTime, version: token.version };
+  if (args.includes('--json')) print(JSON.stringify(out, null, 2));
+  else print(`refreshed channel ${channelId}: ${out.token}, expires ${iso(token.expireTime)}`);
+}
+
+/** `budget <channelId> [--json]`: calls in the rolling hour against the budget, and when a slot frees. */
+export async function budgetCommand(app: BrokerApp, args: readonly string[], print: Print): Promise<void> {
+  const channelId = channelArg(args, true)!;
+  const account = app.accounts.defaultAccount;
+  const now = Date.now();
+  const [used, oldest, globalUsed] = await Promise.all([
+    app.budget.used(account.appId, channelId),
+    app.budget.oldestCall(account.appId, channelId),
+    app.budget.globalUsed(),
+  ]);
+  const perHour = app.config.budget.channelPerHour;
+  const out = {
+    channelId,
+    callsLastHour: used,
+    budgetPerHour: perHour,
+    remaining: Math.max(0, perHour - used),
+    oldestCallAt: oldest,
+    nextSlotFreesAt: used >= perHour && oldest !== null ? oldest + HOUR_MS : null,
+    globalCallsLast10s: globalUsed,
+    globalLimitPer10s: app.config.budget.globalPer10s,
+    globalWindowMs: GLOBAL_WINDOW_MS,
+  };
+  if (args.includes('--json')) {
+    print(JSON.stringify(out, null, 2));
+    return;
+  }
+  print(`channel ${channelId}: ${used}/${perHour} calls in the last hour, ${out.remaining} left`);
+  print(`  oldest call:   ${iso(oldest)}`);
+  if (out.nextSlotFreesAt !== null) print(`  budget spent; next slot frees ${iso(out.nextSlotFreesAt)} (in ${secondsFrom(out.nextSlotFreesAt, now)})`);
+  print(`  fleet:         ${globalUsed}/${out.globalLimitPer10s} PolyV calls in the last 10 s`);
+}

@@ -1,0 +1,162 @@
+import { readFileSync } from 'node:fs';
+import { ConfigError } from '../errors/broker-error.js';
+import { CHANNEL_ID_RE, KEY_NAME_RE, MIN_API_KEY_LENGTH, envSchema, type ParsedEnv } from './env-schema.js';
+
+export type BrokerRole = 'all' | 'api' | 'worker';
+export type LogLevel = ParsedEnv['LOG_LEVEL'];
+
+export interface PolyvAccount {
+  /** Short name used in routes and logs; the env account is called `default`. */
+  readonly name: string;
+  readonly appId: string;
+  readonly appSecret: string;
+  /** Channels kept warm from start-up. */
+  readonly channels: readonly string[];
+}
+
+export interface ApiKey {
+  readonly name: string;
+  readonly key: string;
+}
+
+/** The broker's whole configuration, validated once at start-up. */
+export interface Config {
+  readonly redisUrl: string | undefined;
+  readonly http: { readonly port: number; readonly host: string };
+  readonly polyv: { readonly baseUrl: string; readonly timeoutMs: number; readonly connectTimeoutMs: number };
+  readonly accounts: readonly PolyvAccount[];
+  readonly apiKeys: readonly ApiKey[];
+  readonly tokens: {
+    readonly expireSeconds: number;
+    readonly refreshBeforeSeconds: number;
+    readonly minTtlSeconds: number;
+    readonly rejectedChannelTtlSeconds: number;
+  };
+  readonly budget: { readonly channelPerHour: number; readonly globalPer10s: number };
+  readonly role: BrokerRole;
+  readonly worker: { readonly concurrency: number; readonly reconcileIntervalSeconds: number };
+  readonly metrics: { readonly maxLabeledChannels: number };
+  readonly redisPrefix: string;
+  readonly dataDir: string;
+  readonly shutdownTimeoutMs: number;
+  readonly logLevel: LogLevel;
+}
+
+export interface LoadConfigOptions {
+  /** Reads secret files; injectable for tests. */
+  readFile?: (path: string) => string;
+}
+
+function splitList(value: string | undefined): string[] {
+  if (value === undefined) return [];
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+}
+
+/**
+ * Parses and validates the environment. Every problem is collected and reported at once, each naming its
+ * variable; nothing is read from `process.env` anywhere else.
+ */
+export function loadConfig(env: Readonly<Record<string, string | undefined>>, options: LoadConfigOptions = {}): Config {
+  const readFile = options.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
+  const parsed = envSchema.safeParse(env);
+  const problems: string[] = [];
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      const name = String(issue.path[0] ?? 'environment');
+      problems.push(`${name} ${issue.message}`);
+    }
+    throw new ConfigError(problems);
+  }
+  const e = parsed.data;
+
+  const appSecret = resolveSecret(e, readFile, problems);
+  const apiKeys = parseApiKeys(e.BROKER_API_KEYS, problems);
+  const channels = splitList(e.BROKER_CHANNELS);
+  for (const ch of channels) {
+    if (!CHANNEL_ID_RE.test(ch)) problems.push(`BROKER_CHANNELS entry "${ch}" must be a channel ID of 1-20 digits`);
+  }
+  const maxRefreshBefore = e.BROKER_TOKEN_EXPIRE_SECONDS - e.BROKER_MIN_TTL_SECONDS;
+  if (e.BROKER_REFRESH_BEFORE_SECONDS >= maxRefreshBefore) {
+    problems.push(
+      `BROKER_REFRESH_BEFORE_SECONDS must be less than BROKER_TOKEN_EXPIRE_SECONDS - BROKER_MIN_TTL_SECONDS ` +
+        `(${e.BROKER_TOKEN_EXPIRE_SECONDS} - ${e.BROKER_MIN_TTL_SECONDS} = ${maxRefreshBefore}), got ${e.BROKER_REFRESH_BEFORE_SECONDS}`,
+    );
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  return {
+    redisUrl: e.REDIS_URL,
+    http: { port: e.PORT, host: e.HOST },
+    polyv: {
+      baseUrl: e.POLYV_BASE_URL.replace(/\/+$/, ''),
+      timeoutMs: e.POLYV_TIMEOUT_MS,
+      connectTimeoutMs: e.POLYV_CONNECT_TIMEOUT_MS,
+    },
+    accounts: [{ name: 'default', appId: e.POLYV_APP_ID, appSecret: appSecret ?? '', channels: [...new Set(channels)] }],
+    apiKeys,
+    tokens: {
+      expireSeconds: e.BROKER_TOKEN_EXPIRE_SECONDS,
+      refreshBeforeSeconds: e.BROKER_REFRESH_BEFORE_SECONDS,
+      minTtlSeconds: e.BROKER_MIN_TTL_SECONDS,
+      rejectedChannelTtlSeconds: e.BROKER_REJECTED_CHANNEL_TTL_SECONDS,
+    },
+    budget: { channelPerHour: e.BROKER_CHANNEL_BUDGET_PER_HOUR, globalPer10s: e.BROKER_GLOBAL_LIMIT_PER_10S },
+    role: e.BROKER_ROLE,
+    worker: { concurrency: e.BROKER_WORKER_CONCURRENCY, reconcileIntervalSeconds: e.BROKER_RECONCILE_INTERVAL_SECONDS },
+    metrics: { maxLabeledChannels: e.BROKER_METRICS_CHANNEL_LABELS },
+    redisPrefix: e.BROKER_REDIS_PREFIX,
+    dataDir: e.BROKER_DATA_DIR,
+    shutdownTimeoutMs: e.BROKER_SHUTDOWN_TIMEOUT_MS,
+    logLevel: e.LOG_LEVEL,
+  };
+}
+
+function resolveSecret(e: ParsedEnv, readFile: (p: string) => string, problems: string[]): string | undefined {
+  if (e.POLYV_APP_SECRET !== undefined && e.POLYV_APP_SECRET_FILE !== undefined) {
+    problems.push('POLYV_APP_SECRET and POLYV_APP_SECRET_FILE are both set: give exactly one');
+    return undefined;
+  }
+  if (e.POLYV_APP_SECRET !== undefined) return e.POLYV_APP_SECRET;
+  if (e.POLYV_APP_SECRET_FILE === undefined) {
+    problems.push('POLYV_APP_SECRET (or POLYV_APP_SECRET_FILE) is required');
+    return undefined;
+  }
+  let secret: string;
+  try {
+    secret = readFile(e.POLYV_APP_SECRET_FILE).trim();
+  } catch (err) {
+    const reason = err instanceof Error && 'code' in err ? String(err.code) : 'unreadable';
+    problems.push(`POLYV_APP_SECRET_FILE cannot be read (${reason}): ${e.POLYV_APP_SECRET_FILE}`);
+    return undefined;
+  }
+  if (secret === '') problems.push(`POLYV_APP_SECRET_FILE is empty: ${e.POLYV_APP_SECRET_FILE}`);
+  return secret;
+}
+
+function parseApiKeys(value: string, problems: string[]): ApiKey[] {
+  const keys: ApiKey[] = [];
+  const names = new Set<string>();
+  splitList(value).forEach((pair, index) => {
+    const at = pair.indexOf(':');
+    const name = at < 0 ? '' : pair.slice(0, at).trim();
+    const key = at < 0 ? '' : pair.slice(at + 1).trim();
+    if (!KEY_NAME_RE.test(name)) {
+      problems.push(`BROKER_API_KEYS entry ${index + 1} must be name:key with a name of 1-64 letters, digits, _ . or -`);
+      return;
+    }
+    if (key.length < MIN_API_KEY_LENGTH) {
+      problems.push(`BROKER_API_KEYS key "${name}" must be at least ${MIN_API_KEY_LENGTH} characters long`);
+      return;
+    }
+    if (names.has(name)) problems.push(`BROKER_API_KEYS names must be unique: "${name}" appears twice`);
+    names.add(name);
+    keys.push({ name, key });
+  });
+  if (keys.length === 0 && problems.every((p) => !p.startsWith('BROKER_API_KEYS'))) {
+    problems.push('BROKER_API_KEYS must contain at least one name:key pair');
+  }
+  return keys;
+}

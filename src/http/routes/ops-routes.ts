@@ -1,0 +1,25 @@
+import { Router } from 'express';
+import type { Registry } from 'prom-client';
+
+export interface ReadinessCheck {
+  /** Each dependency's state: 'ok' or a short reason. */
+  check(): Promise<Record<string, string>>;
+}
+
+/** `/healthz` (the process is alive), `/readyz` (its dependencies are), `/metrics` (Prometheus text). */
+export function opsRoutes(deps: { readiness: ReadinessCheck; registry: Registry }): Router {
+  const router = Router();
+  router.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  router.get('/readyz', async (_req, res) => {
+    const checks = await deps.readiness.check();
+    const ready = Object.values(checks).every((v) => v === 'ok');
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not_ready', checks });
+  });
+  router.get('/metrics', async (_req, res) => {
+    res.setHeader('Content-Type', deps.registry.contentType);
+    res.send(await deps.registry.metrics());
+  });
+  return router;
+}

@@ -1,0 +1,96 @@
+import { buildBrokerApp, type BrokerApp } from './app.js';
+import { loadConfig, type Config } from './config/config.js';
+import { ConfigError } from './errors/broker-error.js';
+import { startRedisServer, writeEmbeddedRedisUrl, type RedisServerHandle } from './infra/redis-server.js';
+import { createLogger, type Logger } from './lib/logger.js';
+
+export interface RunningBroker {
+  readonly app: BrokerApp;
+  readonly url: string;
+  readonly redisUrl: string;
+  stop(): Promise<void>;
+}
+
+/** Starts a broker from a validated config, with the embedded redis-server when no REDIS_URL is given. */
+export async function startBroker(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningBroker> {
+  let embedded: RedisServerHandle | undefined;
+  let redisUrl = config.redisUrl;
+  if (redisUrl === undefined) {
+    embedded = await startRedisServer({ dir: config.dataDir });
+    redisUrl = embedded.url;
+    writeEmbeddedRedisUrl(config.dataDir, redisUrl);
+    logger.info({ dir: config.dataDir, port: embedded.port }, 'REDIS_URL unset: started an embedded redis-server');
+  }
+  const app = buildBrokerApp({ config, redisUrl, logger });
+  let url: string;
+  try {
+    url = await app.start();
+  } catch (err) {
+    await app.stop().catch(() => undefined);
+    await embedded?.stop();
+    throw err;
+  }
+  return {
+    app,
+    url,
+    redisUrl,
+    async stop() {
+      await app.stop();
+      await embedded?.stop();
+    },
+  };
+}
+
+/** Stops gracefully on SIGTERM/SIGINT, and forcefully if that takes longer than the configured timeout. */
+export function stopOnSignals(stop: () => Promise<void>, timeoutMs: number, logger: Logger): void {
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    const force = setTimeout(() => {
+      logger.error({ timeoutMs }, 'graceful shutdown took too long; exiting');
+      process.exit(1);
+    }, timeoutMs);
+    force.unref();
+    stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'error during shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
+/** Crashes loudly on a bug nobody handled, instead of carrying on in an unknown state. */
+export function exitOnUnhandled(logger: Logger): void {
+  process.on('unhandledRejection', (reason) => {
+    logger.fatal({ err: reason }, 'unhandled promise rejection');
+    process.exit(1);
+  });
+  process.on('uncaughtException', (err) => {
+    logger.fatal({ err }, 'uncaught exception');
+    process.exit(1);
+  });
+}
+
+/** `polyv-token-broker serve`: parse config → build the app → start → wire signals. */
+export async function serve(env: NodeJS.ProcessEnv): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`polyv-token-broker: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const logger = createLogger(config.logLevel);
+  exitOnUnhandled(logger);
+  const broker = await startBroker(config, logger);
+  stopOnSignals(() => broker.stop(), config.shutdownTimeoutMs, logger);
+}

@@ -1,0 +1,105 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type TokenKind = 'channel' | 'watch_api' | 'common' | 'watch_url';
+export type ServeOutcome = 'hit' | 'miss' | 'refresh' | 'unavailable' | 'rejected';
+export type PolyvEndpoint = 'get-channel-token' | 'get-watch-api-token' | 'common-get-token' | 'get-token-watch-url';
+
+/**
+ * Every metric the broker exports, registered on one injected Registry (never the global one: tests build
+ * the app many times). Names follow Prometheus conventions: `polyv_broker_` prefix, base units.
+ */
+export class BrokerMetrics {
+  readonly registry: Registry;
+  readonly tokensServed: Counter<'kind' | 'outcome'>;
+  readonly serveDuration: Histogram<'kind' | 'outcome'>;
+  readonly servedRemainingTtl: Histogram<'kind'>;
+  readonly servedBelowMinTtl: Counter<'kind'>;
+  readonly polyvCalls: Counter<'endpoint' | 'outcome' | 'error_class'>;
+  readonly polyvCallDuration: Histogram<'endpoint' | 'outcome'>;
+  readonly refreshes: Counter<'trigger' | 'outcome'>;
+  readonly refreshLeadTime: Histogram<'trigger'>;
+  readonly budgetRefusals: Counter<'scope'>;
+
+  constructor(options: { registry?: Registry; defaultMetrics?: boolean } = {}) {
+    this.registry = options.registry ?? new Registry();
+    const registers = [this.registry];
+    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'polyv_broker_' });
+
+    this.tokensServed = new Counter({
+      name: 'polyv_broker_tokens_served_total',
+      help: 'Token requests answered, by token kind and outcome (hit, miss, refresh, unavailable, rejected).',
+      labelNames: ['kind', 'outcome'] as const,
+      registers,
+    });
+    this.serveDuration = new Histogram({
+      name: 'polyv_broker_serve_duration_seconds',
+      help: 'Time to answer a token request, by token kind and outcome.',
+      labelNames: ['kind', 'outcome'] as const,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.servedRemainingTtl = new Histogram({
+      name: 'polyv_broker_served_token_remaining_seconds',
+      help: 'Remaining lifetime of tokens at the moment they were served.',
+      labelNames: ['kind'] as const,
+      buckets: [30, 60, 120, 300, 600, 900, 1200, 1800, 2400, 3000, 3600, 7200, 18000],
+      registers,
+    });
+    this.servedBelowMinTtl = new Counter({
+      name: 'polyv_broker_tokens_served_below_min_ttl_total',
+      help: 'Tokens served with less than BROKER_MIN_TTL_SECONDS left. Must stay 0: it exists to prove a negative.',
+      labelNames: ['kind'] as const,
+      registers,
+    });
+    this.polyvCalls = new Counter({
+      name: 'polyv_broker_polyv_calls_total',
+      help: 'Calls made to PolyV, by endpoint, outcome (success, error) and error class.',
+      labelNames: ['endpoint', 'outcome', 'error_class'] as const,
+      registers,
+    });
+    this.polyvCallDuration = new Histogram({
+      name: 'polyv_broker_polyv_call_duration_seconds',
+      help: 'Duration of PolyV calls, by endpoint and outcome.',
+      labelNames: ['endpoint', 'outcome'] as const,
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.refreshes = new Counter({
+      name: 'polyv_broker_refreshes_total',
+      help: 'Channel token refresh attempts, by trigger (scheduled, miss, rejected) and outcome.',
+      labelNames: ['trigger', 'outcome'] as const,
+      registers,
+    });
+    this.refreshLeadTime = new Histogram({
+      name: 'polyv_broker_refresh_lead_seconds',
+      help: 'How long before the previous token expired a refresh replaced it (negative: after it expired).',
+      labelNames: ['trigger'] as const,
+      buckets: [-60, 0, 30, 60, 120, 180, 240, 300, 450, 600, 900, 1800, 3600],
+      registers,
+    });
+    this.budgetRefusals = new Counter({
+      name: 'polyv_broker_budget_refusals_total',
+      help: 'PolyV calls not made because a budget was spent, by scope (channel, global).',
+      labelNames: ['scope'] as const,
+      registers,
+    });
+  }
+
+  /** Registers a gauge whose value is computed at scrape time. */
+  gauge<L extends string>(
+    name: string,
+    help: string,
+    labelNames: readonly L[],
+    collect: (gauge: Gauge<L>) => Promise<void> | void,
+  ): Gauge<L> {
+    return new Gauge<L>({
+      name,
+      help,
+      labelNames,
+      registers: [this.registry],
+      async collect() {
+        await collect(this);
+      },
+    });
+  }
+}

@@ -1,0 +1,124 @@
+import type { BrokerMetrics } from './broker-metrics.js';
+
+/** One point-in-time reading of shared state, taken at scrape time. */
+export interface StateSnapshot {
+  readonly redisUp: boolean;
+  readonly warmChannels: number;
+  /** Warm channels without a token, or whose token is past its refresh time by more than the grace. */
+  readonly staleChannels: number;
+  readonly jobs: Readonly<Record<string, number>>;
+  readonly globalCallsLast10s: number;
+  readonly globalLimitPer10s: number;
+  readonly channelBudgetPerHour: number;
+  /** Highest share of its hourly budget any warm channel has used (0..1). */
+  readonly maxBudgetUsedRatio: number;
+  /** Per-channel readings, only for the first `maxLabeledChannels` warm channels (empty when labels are off). */
+  readonly channels: ReadonlyArray<{ account: string; channelId: string; callsLastHour: number; remainingSeconds: number | null }>;
+}
+
+export type SnapshotSource = () => Promise<StateSnapshot>;
+
+/** Shares one snapshot between the gauges of one scrape (and scrapes closer than `maxAgeMs`). */
+function cached(source: SnapshotSource, maxAgeMs: number): SnapshotSource {
+  let at = 0;
+  let last: Promise<StateSnapshot> | undefined;
+  return () => {
+    const now = Date.now();
+    if (last === undefined || now - at > maxAgeMs) {
+      at = now;
+      last = source().catch((err: unknown) => {
+        at = 0;
+        throw err;
+      });
+    }
+    return last;
+  };
+}
+
+/**
+ * Gauges computed from Redis at scrape time (prom-client `collect()`): warm and stale channels, BullMQ job
+ * counts, the global limiter, budget use. Per-channel series are bounded (see BROKER_METRICS_CHANNEL_LABELS).
+ */
+export function registerStateGauges(metrics: BrokerMetrics, source: SnapshotSource): void {
+  const snapshot = cached(source, 1000);
+  const read = async (): Promise<StateSnapshot | undefined> => {
+    try {
+      return await snapshot();
+    } catch {
+      return undefined;
+    }
+  };
+  metrics.gauge('polyv_broker_redis_up', 'Whether Redis answered the last scrape (1) or not (0).', [], async (g) => {
+    const s = await read();
+    g.set(s?.redisUp === true ? 1 : 0);
+  });
+  metrics.gauge('polyv_broker_warm_channels', 'Channels kept warm (refreshed ahead of expiry).', [], async (g) => {
+    const s = await read();
+    if (s !== undefined) g.set(s.warmChannels);
+  });
+  metrics.gauge(
+    'polyv_broker_stale_channels',
+    'Warm channels with no token, or whose token is past its due refresh time by more than 60 s.',
+    [],
+    async (g) => {
+      const s = await read();
+      if (s !== undefined) g.set(s.staleChannels);
+    },
+  );
+  metrics.gauge('polyv_broker_queue_jobs', 'BullMQ refresh-queue jobs by state.', ['state'], async (g) => {
+    const s = await read();
+    if (s === undefined) return;
+    g.reset();
+    for (const [state, n] of Object.entries(s.jobs)) g.set({ state }, n);
+  });
+  metrics.gauge(
+    'polyv_broker_global_calls_last_10s',
+    'PolyV calls of the whole fleet in the rolling 10 s (the per-IP limit).',
+    [],
+    async (g) => {
+      const s = await read();
+      if (s !== undefined) g.set(s.globalCallsLast10s);
+    },
+  );
+  metrics.gauge('polyv_broker_global_limit_per_10s', 'Configured fleet-wide limit of PolyV calls per 10 s.', [], async (g) => {
+    const s = await read();
+    if (s !== undefined) g.set(s.globalLimitPer10s);
+  });
+  metrics.gauge('polyv_broker_channel_budget_per_hour', 'Configured get-channel-token budget per channel and hour.', [], async (g) => {
+    const s = await read();
+    if (s !== undefined) g.set(s.channelBudgetPerHour);
+  });
+  metrics.gauge(
+    'polyv_broker_channel_budget_used_max_ratio',
+    'Highest share of its hourly budget that any warm channel has used (0..1).',
+    [],
+    async (g) => {
+      const s = await read();
+      if (s !== undefined) g.set(s.maxBudgetUsedRatio);
+    },
+  );
+  metrics.gauge(
+    'polyv_broker_channel_calls_last_hour',
+    'get-channel-token calls per warm channel in the rolling hour (bounded set of channels).',
+    ['account', 'channel'],
+    async (g) => {
+      const s = await read();
+      if (s === undefined) return;
+      g.reset();
+      for (const c of s.channels) g.set({ account: c.account, channel: c.channelId }, c.callsLastHour);
+    },
+  );
+  metrics.gauge(
+    'polyv_broker_channel_token_remaining_seconds',
+    'Remaining lifetime of each warm channel token (bounded set of channels).',
+    ['account', 'channel'],
+    async (g) => {
+      const s = await read();
+      if (s === undefined) return;
+      g.reset();
+      for (const c of s.channels) {
+        if (c.remainingSeconds !== null) g.set({ account: c.account, channel: c.channelId }, c.remainingSeconds);
+      }
+    },
+  );
+}

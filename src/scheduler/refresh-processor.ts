@@ -1,0 +1,58 @@
+import { BrokerError } from '../errors/broker-error.js';
+import type { Clock } from '../lib/clock.js';
+import type { Logger } from '../lib/logger.js';
+import type { AccountRegistry } from '../service/account-registry.js';
+import type { ChannelTokenService } from '../service/channel-token-service.js';
+import { backoffMs, refreshDueAt } from '../service/refresh-timing.js';
+import type { TokenStore } from '../store/token-store.js';
+import type { RefreshJobData } from './refresh-queue.js';
+
+/** First and largest wait between failed refresh attempts. */
+export const RETRY_BASE_MS = 1000;
+export const RETRY_CAP_MS = 60_000;
+/** Wait after a failure retrying cannot fix (bad credentials, bad request): do not hammer PolyV. */
+export const CONFIG_ERROR_RETRY_MS = 5 * 60_000;
+
+export type RefreshDecision =
+  | { readonly kind: 'done'; readonly reason: string }
+  | { readonly kind: 'next'; readonly at: number; readonly failures: number };
+
+export interface RefreshProcessorDeps {
+  accounts: AccountRegistry;
+  service: ChannelTokenService;
+  store: TokenStore;
+  clock: Clock;
+  logger: Logger;
+  random?: () => number;
+}
+
+/**
+ * One run of a channel's refresh job, as a plain function: refresh if due, then say when to run next.
+ * Transient failures back off exponentially with jitter; a spent budget waits for its next slot; a channel
+ * PolyV calls illegal stops being warm; bad credentials are retried only every few minutes.
+ */
+export async function processRefresh(deps: RefreshProcessorDeps, data: RefreshJobData): Promise<RefreshDecision> {
+  const { accounts, service, store, clock, logger } = deps;
+  const random = deps.random ?? Math.random;
+  const account = accounts.byAppId(data.appId);
+  if (account === undefined) return { kind: 'done', reason: 'unknown account' };
+  if (!(await store.isWarm(account.appId, data.channelId))) return { kind: 'done', reason: 'not warm' };
+
+  try {
+    const token = await service.refreshIfDue(account, data.channelId);
+    return { kind: 'next', at: refreshDueAt(token.expireTime, service.timing, random), failures: 0 };
+  } catch (err) {
+    const failures = (data.failures ?? 0) + 1;
+    const now = clock.now();
+    if (err instanceof BrokerError) {
+      if (err.code === 'channel_not_in_account') return { kind: 'done', reason: 'channel not in account' };
+      if (err.code === 'budget_exhausted') {
+        return { kind: 'next', at: now + (err.retryAfterMs ?? RETRY_CAP_MS) + Math.floor(random() * 1000), failures };
+      }
+      if (!err.retryable) return { kind: 'next', at: now + CONFIG_ERROR_RETRY_MS, failures };
+      return { kind: 'next', at: now + backoffMs(failures, RETRY_BASE_MS, RETRY_CAP_MS, random), failures };
+    }
+    logger.error({ channelId: data.channelId, err }, 'unexpected error in refresh job');
+    return { kind: 'next', at: now + backoffMs(failures, RETRY_BASE_MS, RETRY_CAP_MS, random), failures };
+  }
+}

@@ -1,0 +1,93 @@
+import { Queue, type ConnectionOptions } from 'bullmq';
+import type { Clock } from '../lib/clock.js';
+import type { Logger } from '../lib/logger.js';
+import type { RefreshScheduler } from '../service/channel-token-service.js';
+
+export const REFRESH_QUEUE = 'refresh';
+export const REFRESH_JOB = 'refresh';
+export const RECONCILE_JOB = 'reconcile';
+
+export interface RefreshJobData {
+  appId: string;
+  channelId: string;
+  /** Consecutive failed attempts, for the backoff. */
+  failures?: number;
+}
+
+/** One job per warm channel, deduplicated by this id (BullMQ forbids ':' in custom ids). */
+export function refreshJobId(appId: string, channelId: string): string {
+  return `refresh-${appId}-${channelId}`;
+}
+
+/**
+ * The BullMQ side of scheduling: exactly one delayed job per warm channel, moved to the new due time when a
+ * fresh token arrives. Job data holds IDs only, never a secret or a token.
+ */
+export class RefreshQueue implements RefreshScheduler {
+  readonly queue: Queue<RefreshJobData>;
+  private readonly clock: Clock;
+  private readonly logger: Logger;
+
+  constructor(options: { connection: ConnectionOptions; prefix: string; clock: Clock; logger: Logger }) {
+    this.queue = new Queue<RefreshJobData>(REFRESH_QUEUE, {
+      connection: options.connection,
+      prefix: options.prefix,
+      defaultJobOptions: { removeOnComplete: true, removeOnFail: true },
+    });
+    this.queue.on('error', (err) => options.logger.warn({ err: err.message }, 'refresh queue connection error'));
+    this.clock = options.clock;
+    this.logger = options.logger;
+  }
+
+  /** Milliseconds from now until `dueAt` on the injected clock (BullMQ itself runs on wall time). */
+  delayUntil(dueAt: number): number {
+    return Math.max(0, dueAt - this.clock.now());
+  }
+
+  async schedule(appId: string, channelId: string, dueAt: number): Promise<void> {
+    const jobId = refreshJobId(appId, channelId);
+    const delay = this.delayUntil(dueAt);
+    const job = await this.queue.getJob(jobId);
+    if (job === undefined) {
+      await this.queue.add(REFRESH_JOB, { appId, channelId }, { jobId, delay });
+      return;
+    }
+    const state = await job.getState();
+    if (state === 'delayed') {
+      try {
+        await job.changeDelay(delay);
+      } catch (err) {
+        // It left the delayed state meanwhile (a worker took it): that run reschedules itself.
+        this.logger.debug({ channelId, err: (err as Error).message }, 'refresh job changed state while rescheduling');
+      }
+    } else if (state === 'completed' || state === 'failed' || state === 'unknown') {
+      await job.remove().catch(() => undefined);
+      await this.queue.add(REFRESH_JOB, { appId, channelId }, { jobId, delay });
+    }
+    // waiting / active / prioritized: it runs soon and computes its own next time.
+  }
+
+  async cancel(appId: string, channelId: string): Promise<void> {
+    const job = await this.queue.getJob(refreshJobId(appId, channelId));
+    // An active job cannot be removed; it completes by itself once it sees the channel is no longer warm.
+    if (job !== undefined) await job.remove().catch(() => undefined);
+  }
+
+  /** Whether a refresh job exists for the channel (in any state). */
+  async has(appId: string, channelId: string): Promise<boolean> {
+    return (await this.queue.getJob(refreshJobId(appId, channelId))) !== undefined;
+  }
+
+  /** Keeps the repeatable reconcile job in place; idempotent, so every worker may call it often. */
+  async ensureReconcileJob(everyMs: number): Promise<void> {
+    await this.queue.upsertJobScheduler(
+      RECONCILE_JOB,
+      { every: everyMs },
+      { name: RECONCILE_JOB, data: { appId: '', channelId: '' }, opts: { removeOnComplete: true, removeOnFail: 20 } },
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.queue.close();
+  }
+}

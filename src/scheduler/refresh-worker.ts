@@ -1,0 +1,97 @@
+import { DelayedError, Worker, type ConnectionOptions, type Job } from 'bullmq';
+import type { Clock } from '../lib/clock.js';
+import type { Logger } from '../lib/logger.js';
+import type { AccountRegistry } from '../service/account-registry.js';
+import type { ChannelTokenService } from '../service/channel-token-service.js';
+import type { TokenStore } from '../store/token-store.js';
+import { reconcile } from './reconcile.js';
+import { processRefresh } from './refresh-processor.js';
+import { RECONCILE_JOB, REFRESH_QUEUE, type RefreshJobData, type RefreshQueue } from './refresh-queue.js';
+
+export interface RefreshWorkerOptions {
+  connection: ConnectionOptions;
+  prefix: string;
+  concurrency: number;
+  reconcileEveryMs: number;
+  accounts: AccountRegistry;
+  service: ChannelTokenService;
+  store: TokenStore;
+  queue: RefreshQueue;
+  clock: Clock;
+  logger: Logger;
+}
+
+/**
+ * The BullMQ worker: runs refresh jobs (each moves itself to its next due time, so a warm channel keeps
+ * exactly one job) and the repeatable reconcile job. Stalled jobs of a killed worker are picked up again
+ * by BullMQ's stalled-job check.
+ */
+export class RefreshWorker {
+  private worker: Worker<RefreshJobData> | undefined;
+  private keeper: NodeJS.Timeout | undefined;
+  private readonly o: RefreshWorkerOptions;
+
+  constructor(options: RefreshWorkerOptions) {
+    this.o = options;
+  }
+
+  get running(): boolean {
+    return this.worker?.isRunning() ?? false;
+  }
+
+  async start(): Promise<void> {
+    const { logger } = this.o;
+    this.worker = new Worker<RefreshJobData>(REFRESH_QUEUE, (job, token) => this.process(job, token), {
+      connection: this.o.connection,
+      prefix: this.o.prefix,
+      concurrency: this.o.concurrency,
+      removeOnComplete: { count: 0 },
+      removeOnFail: { count: 100 },
+    });
+    this.worker.on('error', (err) => logger.warn({ err: err.message }, 'refresh worker connection error'));
+    this.worker.on('failed', (job, err) => logger.error({ jobId: job?.id, err: err.message }, 'refresh job failed'));
+    await this.worker.waitUntilReady();
+    await this.keepReconcileScheduled();
+    await this.runReconcile();
+    // If Redis loses its data the job scheduler goes with it: put it back regularly.
+    this.keeper = setInterval(() => void this.keepReconcileScheduled(), this.o.reconcileEveryMs);
+    this.keeper.unref();
+  }
+
+  /** Stops taking jobs and waits for the ones in progress to finish. */
+  async stop(): Promise<void> {
+    if (this.keeper !== undefined) clearInterval(this.keeper);
+    await this.worker?.close();
+  }
+
+  async runReconcile(): Promise<void> {
+    const result = await reconcile(this.o);
+    if (result.recreated > 0) this.o.logger.info(result, 'reconcile re-created refresh jobs');
+  }
+
+  private async keepReconcileScheduled(): Promise<void> {
+    try {
+      await this.o.queue.ensureReconcileJob(this.o.reconcileEveryMs);
+    } catch (err) {
+      this.o.logger.warn({ err: (err as Error).message }, 'could not ensure the reconcile job');
+    }
+  }
+
+  private async process(job: Job<RefreshJobData>, token: string | undefined): Promise<void> {
+    if (job.name === RECONCILE_JOB) {
+      await this.runReconcile();
+      return;
+    }
+    const { store, clock, logger } = this.o;
+    const log = logger.child({ jobId: job.id, channelId: job.data.channelId });
+    const decision = await processRefresh({ ...this.o, logger: log }, job.data);
+    if (decision.kind === 'done') {
+      log.info({ reason: decision.reason }, 'refresh job finished');
+      return;
+    }
+    if (decision.failures !== (job.data.failures ?? 0)) await job.updateData({ ...job.data, failures: decision.failures });
+    await store.setNextRefresh(job.data.appId, job.data.channelId, decision.at);
+    await job.moveToDelayed(Date.now() + Math.max(0, decision.at - clock.now()), token);
+    throw new DelayedError();
+  }
+}

@@ -1,0 +1,84 @@
+import type { Clock } from '../lib/clock.js';
+import type { StateSnapshot } from '../metrics/state-gauges.js';
+import type { RefreshQueue } from '../scheduler/refresh-queue.js';
+import type { CallBudget } from '../store/call-budget.js';
+import type { TokenStore } from '../store/token-store.js';
+import type { AccountRegistry } from './account-registry.js';
+import type { TimingPolicy } from './refresh-timing.js';
+
+/** A warm channel counts as stale this long after its refresh was due without a new token. */
+export const STALE_GRACE_MS = 60_000;
+
+export interface SnapshotDeps {
+  accounts: AccountRegistry;
+  store: TokenStore;
+  budget: CallBudget;
+  queue: RefreshQueue;
+  clock: Clock;
+  timing: TimingPolicy;
+  channelBudgetPerHour: number;
+  globalLimitPer10s: number;
+  /** Per-channel series for at most this many warm channels; 0 turns them off. */
+  maxLabeledChannels: number;
+}
+
+/** Reads the state the gauges report, in batched round trips (SSCAN + pipelines), so it scales to many channels. */
+export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot> {
+  const now = d.clock.now();
+  let warmChannels = 0;
+  let staleChannels = 0;
+  let maxUsed = 0;
+  const channels: Array<StateSnapshot['channels'][number]> = [];
+  try {
+    for (const account of d.accounts.all) {
+      for await (const batch of d.store.scanWarm(account.appId)) {
+        const [expiries, used] = await Promise.all([
+          d.store.readExpiries(account.appId, batch),
+          d.budget.usedMany(account.appId, batch),
+        ]);
+        batch.forEach((channelId, i) => {
+          const expireTime = expiries[i] ?? null;
+          const calls = used[i] ?? 0;
+          warmChannels += 1;
+          maxUsed = Math.max(maxUsed, calls);
+          if (expireTime === null || now > expireTime - d.timing.refreshBeforeMs + STALE_GRACE_MS) staleChannels += 1;
+          if (channels.length < d.maxLabeledChannels) {
+            channels.push({
+              account: account.name,
+              channelId,
+              callsLastHour: calls,
+              remainingSeconds: expireTime === null ? null : Math.max(0, (expireTime - now) / 1000),
+            });
+          }
+        });
+      }
+    }
+    const [jobs, globalCalls] = await Promise.all([
+      d.queue.queue.getJobCounts('waiting', 'delayed', 'active', 'failed', 'prioritized'),
+      d.budget.globalUsed(),
+    ]);
+    return {
+      redisUp: true,
+      warmChannels,
+      staleChannels,
+      jobs,
+      globalCallsLast10s: globalCalls,
+      globalLimitPer10s: d.globalLimitPer10s,
+      channelBudgetPerHour: d.channelBudgetPerHour,
+      maxBudgetUsedRatio: maxUsed / d.channelBudgetPerHour,
+      channels,
+    };
+  } catch {
+    return {
+      redisUp: false,
+      warmChannels,
+      staleChannels,
+      jobs: {},
+      globalCallsLast10s: 0,
+      globalLimitPer10s: d.globalLimitPer10s,
+      channelBudgetPerHour: d.channelBudgetPerHour,
+      maxBudgetUsedRatio: 0,
+      channels: [],
+    };
+  }
+}

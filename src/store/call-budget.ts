@@ -1,0 +1,115 @@
+import { BudgetExhaustedError } from '../errors/broker-error.js';
+import type { Clock } from '../lib/clock.js';
+import type { RedisKeys } from './redis-keys.js';
+import { defineScripts, type RedisClient } from './redis-scripts.js';
+
+export const HOUR_MS = 3_600_000;
+export const GLOBAL_WINDOW_MS = 10_000;
+
+export interface BudgetSlot {
+  /** Monotonic per channel; used as the version of what the call returns. */
+  readonly slot: number;
+  /** Calls in the window including this one. */
+  readonly used: number;
+}
+
+export interface BudgetOptions {
+  redis: RedisClient;
+  keys: RedisKeys;
+  clock: Clock;
+  /** Global (fleet-wide) calls allowed in any rolling 10 s. */
+  globalPer10s: number;
+}
+
+/**
+ * Hard call budgets held in Redis and shared by every replica: a rolling-hour budget per channel and
+ * endpoint, and one rolling-10-s limiter for the whole fleet. Every PolyV call takes a slot first.
+ */
+export class CallBudget {
+  private readonly redis: RedisClient;
+  private readonly keys: RedisKeys;
+  private readonly clock: Clock;
+  private readonly globalPer10s: number;
+
+  constructor(options: BudgetOptions) {
+    this.redis = defineScripts(options.redis);
+    this.keys = options.keys;
+    this.clock = options.clock;
+    this.globalPer10s = options.globalPer10s;
+  }
+
+  /**
+   * Takes one slot from the fleet-wide limiter, then one from the channel's hourly budget for `endpoint`.
+   * Throws BudgetExhaustedError (with the wait until a slot frees) when either is spent. The global slot is
+   * taken first: a refused channel wastes at most a plentiful global slot, never a scarce channel slot.
+   */
+  async take(appId: string, channelId: string, perHour: number, endpoint = 'channel-token'): Promise<BudgetSlot> {
+    const now = this.clock.now();
+    const [gOk, gUsed, gWait] = await this.redis.ptbTakeSlot(
+      this.keys.globalLimiter(),
+      this.keys.globalCounter(),
+      now,
+      GLOBAL_WINDOW_MS,
+      this.globalPer10s,
+    );
+    if (gOk !== 1) {
+      throw new BudgetExhaustedError(
+        'global',
+        `the fleet-wide PolyV limit of ${this.globalPer10s} calls per 10 s is reached (${gUsed} used)`,
+        gWait ?? GLOBAL_WINDOW_MS,
+      );
+    }
+    const [ok, used, third] = await this.redis.ptbTakeSlot(
+      this.keys.budget(appId, channelId, endpoint),
+      this.keys.status(appId, channelId),
+      now,
+      HOUR_MS,
+      perHour,
+    );
+    if (ok !== 1) {
+      throw new BudgetExhaustedError(
+        'channel',
+        `channel ${channelId} has used its budget of ${perHour} ${endpoint} calls in the last hour`,
+        third ?? HOUR_MS,
+      );
+    }
+    return { slot: third ?? 0, used: used ?? 0 };
+  }
+
+  /** Calls made for the channel and endpoint in the rolling hour. */
+  async used(appId: string, channelId: string, endpoint = 'channel-token'): Promise<number> {
+    const now = this.clock.now();
+    return this.redis.zcount(this.keys.budget(appId, channelId, endpoint), now - HOUR_MS, '+inf');
+  }
+
+  /** Calls in the rolling hour for many channels in one round trip. */
+  async usedMany(appId: string, channelIds: readonly string[], endpoint = 'channel-token'): Promise<number[]> {
+    if (channelIds.length === 0) return [];
+    const now = this.clock.now();
+    const pipeline = this.redis.pipeline();
+    for (const ch of channelIds) pipeline.zcount(this.keys.budget(appId, ch, endpoint), now - HOUR_MS, '+inf');
+    const results = (await pipeline.exec()) ?? [];
+    return results.map(([err, value]) => (err === null && typeof value === 'number' ? value : 0));
+  }
+
+  /** Time of the oldest call still inside the rolling hour, or null. */
+  async oldestCall(appId: string, channelId: string, endpoint = 'channel-token'): Promise<number | null> {
+    const now = this.clock.now();
+    const [, score] = await this.redis.zrangebyscore(
+      this.keys.budget(appId, channelId, endpoint),
+      now - HOUR_MS,
+      '+inf',
+      'WITHSCORES',
+      'LIMIT',
+      0,
+      1,
+    );
+    return score === undefined ? null : Number(score);
+  }
+
+  /** Calls made by the whole fleet in the rolling 10 s. */
+  async globalUsed(): Promise<number> {
+    const now = this.clock.now();
+    return this.redis.zcount(this.keys.globalLimiter(), now - GLOBAL_WINDOW_MS, '+inf');
+  }
+}

@@ -1,0 +1,31 @@
+import type { Redis, Cluster, Result } from 'ioredis';
+import { RELEASE_LOCK_LUA, TAKE_SLOT_LUA, WRITE_TOKEN_LUA } from './scripts.js';
+
+export type RedisClient = Redis | Cluster;
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    ptbWriteToken(
+      tokenKey: string,
+      statusKey: string,
+      version: number,
+      token: string,
+      expireTime: number,
+      fetchedAt: number,
+    ): Result<number, Context>;
+    ptbTakeSlot(windowKey: string, counterKey: string, now: number, windowMs: number, limit: number): Result<number[], Context>;
+    ptbReleaseLock(lockKey: string, owner: string): Result<number, Context>;
+  }
+}
+
+const defined = new WeakSet<object>();
+
+/** Registers the broker's Lua scripts on a client (EVALSHA with automatic fallback to EVAL). Idempotent. */
+export function defineScripts(redis: RedisClient): RedisClient {
+  if (defined.has(redis)) return redis;
+  redis.defineCommand('ptbWriteToken', { numberOfKeys: 2, lua: WRITE_TOKEN_LUA });
+  redis.defineCommand('ptbTakeSlot', { numberOfKeys: 2, lua: TAKE_SLOT_LUA });
+  redis.defineCommand('ptbReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK_LUA });
+  defined.add(redis);
+  return redis;
+}

@@ -1,0 +1,51 @@
+/**
+ * The broker's Lua scripts. Each touches keys of one hash slot only (a channel's keys share a hash tag), so
+ * they run unchanged on Redis Cluster.
+ */
+
+/**
+ * Versioned token write: a write whose version is not newer than the stored one is ignored, so a slow or late
+ * refresh can never overwrite a newer token.
+ * KEYS: token hash, status hash. ARGV: version, token, expireTime, fetchedAt.
+ * Returns 1 when written, 0 when a newer (or the same) version is already stored.
+ */
+export const WRITE_TOKEN_LUA = `
+local current = tonumber(redis.call('HGET', KEYS[2], 'tokenVersion') or '0')
+local version = tonumber(ARGV[1])
+if version <= current then return 0 end
+redis.call('HSET', KEYS[1], 'token', ARGV[2], 'expireTime', ARGV[3], 'version', ARGV[1], 'fetchedAt', ARGV[4])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[2], 'tokenVersion', ARGV[1], 'lastRefreshAt', ARGV[4])
+redis.call('HDEL', KEYS[2], 'lastErrorCode', 'lastErrorMessage', 'lastErrorAt', 'lastErrorRetryAfterMs')
+return 1
+`;
+
+/**
+ * Sliding-window call budget. Takes one slot if fewer than `limit` calls happened in the last `window` ms.
+ * KEYS: the window's sorted set, the counter hash (for a monotonic slot number). ARGV: now, windowMs, limit.
+ * Returns {1, usedAfter, slotNumber} or {0, used, msUntilASlotFrees}.
+ */
+export const TAKE_SLOT_LUA = `
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[1])
+if used >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  local wait = window
+  if oldest[2] then wait = tonumber(oldest[2]) + window - now end
+  if wait < 1 then wait = 1 end
+  return {0, used, wait}
+end
+local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+redis.call('ZADD', KEYS[1], now, seq)
+redis.call('PEXPIRE', KEYS[1], window)
+return {1, used + 1, seq}
+`;
+
+/** Deletes a lock only if it still holds our value. KEYS: lock. ARGV: owner value. */
+export const RELEASE_LOCK_LUA = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;

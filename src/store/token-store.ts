@@ -1,0 +1,166 @@
+import { randomUUID } from 'node:crypto';
+import type { RedisKeys } from './redis-keys.js';
+import { defineScripts, type RedisClient } from './redis-scripts.js';
+
+/** A channel token as cached in Redis. */
+export interface CachedToken {
+  readonly token: string;
+  /** Epoch ms after which PolyV rejects the token (as PolyV gave it). */
+  readonly expireTime: number;
+  /** Monotonic per channel: the budget slot number of the call that fetched it. */
+  readonly version: number;
+  /** Epoch ms when the broker received it. */
+  readonly fetchedAt: number;
+}
+
+/** What the broker remembers about a channel beyond its token (on-call reads it with HGETALL). */
+export interface ChannelStatus {
+  readonly lastRefreshAt: number | undefined;
+  readonly nextRefreshAt: number | undefined;
+  readonly lastError:
+    | { readonly code: string; readonly message: string; readonly at: number; readonly retryAfterMs: number | undefined }
+    | undefined;
+}
+
+export interface RecordedError {
+  readonly code: string;
+  readonly message: string;
+  readonly at: number;
+  readonly retryAfterMs?: number | undefined;
+}
+
+function num(value: string | undefined): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const n = Number(value);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+/** Redis-backed state of channel tokens: the cached token, its status, the refresh lock, warm channels. */
+export class TokenStore {
+  private readonly redis: RedisClient;
+  private readonly keys: RedisKeys;
+
+  constructor(options: { redis: RedisClient; keys: RedisKeys }) {
+    this.redis = defineScripts(options.redis);
+    this.keys = options.keys;
+  }
+
+  async read(appId: string, channelId: string): Promise<CachedToken | null> {
+    const h = await this.redis.hgetall(this.keys.token(appId, channelId));
+    const expireTime = num(h['expireTime']);
+    const version = num(h['version']);
+    const token = h['token'];
+    if (token === undefined || token === '' || expireTime === undefined || version === undefined) return null;
+    return { token, expireTime, version, fetchedAt: num(h['fetchedAt']) ?? 0 };
+  }
+
+  /** The expireTime of many channels' tokens in one round trip (null where none is cached). */
+  async readExpiries(appId: string, channelIds: readonly string[]): Promise<Array<number | null>> {
+    if (channelIds.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const ch of channelIds) pipeline.hget(this.keys.token(appId, ch), 'expireTime');
+    const results = (await pipeline.exec()) ?? [];
+    return results.map(([err, value]) => (err === null && typeof value === 'string' ? (num(value) ?? null) : null));
+  }
+
+  /** Writes the token unless a newer version is stored; returns whether it was written. */
+  async write(appId: string, channelId: string, token: CachedToken): Promise<boolean> {
+    const written = await this.redis.ptbWriteToken(
+      this.keys.token(appId, channelId),
+      this.keys.status(appId, channelId),
+      token.version,
+      token.token,
+      token.expireTime,
+      token.fetchedAt,
+    );
+    return written === 1;
+  }
+
+  async readStatus(appId: string, channelId: string): Promise<ChannelStatus> {
+    const h = await this.redis.hgetall(this.keys.status(appId, channelId));
+    const at = num(h['lastErrorAt']);
+    return {
+      lastRefreshAt: num(h['lastRefreshAt']),
+      nextRefreshAt: num(h['nextRefreshAt']),
+      lastError:
+        h['lastErrorCode'] !== undefined && at !== undefined
+          ? {
+              code: h['lastErrorCode'],
+              message: h['lastErrorMessage'] ?? '',
+              at,
+              retryAfterMs: num(h['lastErrorRetryAfterMs']),
+            }
+          : undefined,
+    };
+  }
+
+  async recordError(appId: string, channelId: string, error: RecordedError): Promise<void> {
+    const fields: Record<string, string | number> = {
+      lastErrorCode: error.code,
+      lastErrorMessage: error.message,
+      lastErrorAt: error.at,
+    };
+    if (error.retryAfterMs !== undefined) fields['lastErrorRetryAfterMs'] = error.retryAfterMs;
+    await this.redis.hset(this.keys.status(appId, channelId), fields);
+  }
+
+  async setNextRefresh(appId: string, channelId: string, at: number): Promise<void> {
+    await this.redis.hset(this.keys.status(appId, channelId), 'nextRefreshAt', at);
+  }
+
+  /** Takes the channel's single-flight lock; returns the owner value to release it with, or null if held. */
+  async tryLock(appId: string, channelId: string, ttlMs: number): Promise<string | null> {
+    const owner = randomUUID();
+    const ok = await this.redis.set(this.keys.lock(appId, channelId), owner, 'PX', ttlMs, 'NX');
+    return ok === 'OK' ? owner : null;
+  }
+
+  async isLocked(appId: string, channelId: string): Promise<boolean> {
+    return (await this.redis.exists(this.keys.lock(appId, channelId))) === 1;
+  }
+
+  /** Compare-and-delete: a lock that expired and was taken by someone else is left alone. */
+  async releaseLock(appId: string, channelId: string, owner: string): Promise<void> {
+    await this.redis.ptbReleaseLock(this.keys.lock(appId, channelId), owner);
+  }
+
+  async markRejected(appId: string, channelId: string, message: string, ttlMs: number): Promise<void> {
+    await this.redis.set(this.keys.rejected(appId, channelId), message, 'PX', ttlMs);
+  }
+
+  async readRejected(appId: string, channelId: string): Promise<string | null> {
+    return this.redis.get(this.keys.rejected(appId, channelId));
+  }
+
+  async addWarm(appId: string, channelId: string): Promise<boolean> {
+    return (await this.redis.sadd(this.keys.warm(appId), channelId)) === 1;
+  }
+
+  async removeWarm(appId: string, channelId: string): Promise<boolean> {
+    return (await this.redis.srem(this.keys.warm(appId), channelId)) === 1;
+  }
+
+  async isWarm(appId: string, channelId: string): Promise<boolean> {
+    return (await this.redis.sismember(this.keys.warm(appId), channelId)) === 1;
+  }
+
+  async countWarm(appId: string): Promise<number> {
+    return this.redis.scard(this.keys.warm(appId));
+  }
+
+  /** Iterates the warm set in batches (SSCAN), so 100k channels never block Redis. */
+  async *scanWarm(appId: string, batch = 500): AsyncGenerator<string[]> {
+    let cursor = '0';
+    do {
+      const [next, members] = await this.redis.sscan(this.keys.warm(appId), cursor, 'COUNT', batch);
+      cursor = next;
+      if (members.length > 0) yield members;
+    } while (cursor !== '0');
+  }
+
+  /** Forgets a channel's cached token and status (the budget window is kept: calls made still count). */
+  async forget(appId: string, channelId: string): Promise<void> {
+    await this.redis.del(this.keys.token(appId, channelId));
+    await this.redis.hdel(this.keys.status(appId, channelId), 'nextRefreshAt', 'lastErrorCode', 'lastErrorMessage', 'lastErrorAt', 'lastErrorRetryAfterMs');
+  }
+}

@@ -1,0 +1,119 @@
+import { Writable } from 'node:stream';
+import { redisUrl, uniquePrefix } from './redis.js';
+import { buildBrokerApp, type BrokerApp } from '../../src/app.js';
+import { loadConfig, type Config } from '../../src/config/config.js';
+import type { Clock } from '../../src/lib/clock.js';
+import { createLogger, type Logger } from '../../src/lib/logger.js';
+import { PolyvSimulator, type PolyvSimulatorOptions, type SimAccount } from '../../src/sim/polyv-simulator.js';
+
+export const TEST_ACCOUNT: SimAccount = {
+  appId: 'testappid1',
+  appSecret: 'test-secret-0123456789abcdef',
+  channels: ['1000001', '1000002', '1000003', '1000004', '1000005', '2000001', '2000002', '2000003'],
+};
+export const TEST_KEY = 'test-consumer-key-0123456789';
+export const OTHER_KEY = 'other-consumer-key-0123456789';
+
+export { redisUrl, uniquePrefix };
+
+export async function startSim(options: Partial<PolyvSimulatorOptions> = {}): Promise<PolyvSimulator> {
+  const sim = new PolyvSimulator({ accounts: [TEST_ACCOUNT], ...options });
+  await sim.listen(0);
+  return sim;
+}
+
+/** A config as the broker would parse it from env, pointed at the simulator and the test Redis. */
+export function testConfig(simUrl: string, env: Record<string, string> = {}): Config {
+  return loadConfig({
+    REDIS_URL: redisUrl(),
+    PORT: '0',
+    HOST: '127.0.0.1',
+    POLYV_BASE_URL: simUrl,
+    POLYV_APP_ID: TEST_ACCOUNT.appId,
+    POLYV_APP_SECRET: TEST_ACCOUNT.appSecret,
+    POLYV_TIMEOUT_MS: '1500',
+    BROKER_API_KEYS: `svc-a:${TEST_KEY},svc-b:${OTHER_KEY}`,
+    BROKER_REDIS_PREFIX: uniquePrefix(),
+    LOG_LEVEL: 'silent',
+    ...env,
+  });
+}
+
+/** Collects log lines in memory, for tests that assert what was (not) logged. */
+export class LogCapture {
+  readonly lines: string[] = [];
+  readonly logger: Logger;
+  constructor(level = 'info') {
+    const stream = new Writable({
+      write: (chunk: Buffer, _enc, done) => {
+        this.lines.push(chunk.toString('utf8'));
+        done();
+      },
+    });
+    this.logger = createLogger(level, stream);
+  }
+  get text(): string {
+    return this.lines.join('');
+  }
+}
+
+export interface TestBroker {
+  readonly app: BrokerApp;
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+export async function startBroker(
+  config: Config,
+  options: { clock?: Clock; logger?: Logger } = {},
+): Promise<TestBroker> {
+  const app = buildBrokerApp({
+    config,
+    redisUrl: config.redisUrl ?? redisUrl(),
+    ...(options.clock === undefined ? {} : { clock: options.clock }),
+    ...(options.logger === undefined ? {} : { logger: options.logger }),
+  });
+  const url = await app.start();
+  return { app, url, stop: () => app.stop() };
+}
+
+export interface ApiResponse<T = unknown> {
+  status: number;
+  headers: Headers;
+  body: T;
+}
+
+/** Calls the broker's HTTP API like a consumer would. */
+export async function api<T = Record<string, unknown>>(
+  baseUrl: string,
+  path: string,
+  init: { method?: string; body?: unknown; rawBody?: string; key?: string | null; headers?: Record<string, string> } = {},
+): Promise<ApiResponse<T>> {
+  const headers: Record<string, string> = { ...init.headers };
+  const key = init.key === undefined ? TEST_KEY : init.key;
+  if (key !== null) headers['authorization'] = `Bearer ${key}`;
+  let body: string | undefined;
+  if (init.rawBody !== undefined) body = init.rawBody;
+  else if (init.body !== undefined) body = JSON.stringify(init.body);
+  if (body !== undefined && headers['content-type'] === undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(`${baseUrl}${path}`, { method: init.method ?? 'GET', headers, body });
+  const text = await res.text();
+  let parsed: unknown = text;
+  try {
+    parsed = text === '' ? undefined : JSON.parse(text);
+  } catch {
+    // leave as text
+  }
+  return { status: res.status, headers: res.headers, body: parsed as T };
+}
+
+/** Waits until `check` returns a truthy value, polling; fails after `timeoutMs`. */
+export async function eventually<T>(check: () => Promise<T | undefined | null | false>, timeoutMs = 10_000, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
