@@ -1,7 +1,7 @@
 import { buildBrokerApp, type BrokerApp } from './app.js';
 import { loadConfig, type Config } from './config/config.js';
 import { ConfigError } from './errors/broker-error.js';
-import { startRedisServer, writeEmbeddedRedisUrl, type RedisServerHandle } from './infra/redis-server.js';
+import { removeEmbeddedRedisUrl, startRedisServer, writeEmbeddedRedisUrl, type RedisServerHandle } from './infra/redis-server.js';
 import { createLogger, type Logger } from './lib/logger.js';
 
 export interface RunningBroker {
@@ -36,7 +36,10 @@ export async function startBroker(config: Config, logger: Logger = createLogger(
     redisUrl,
     async stop() {
       await app.stop();
-      await embedded?.stop();
+      if (embedded !== undefined) {
+        await embedded.stop();
+        removeEmbeddedRedisUrl(config.dataDir);
+      }
     },
   };
 }

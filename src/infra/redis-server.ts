@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
@@ -141,4 +141,8 @@ export function readEmbeddedRedisUrl(dataDir: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+export function removeEmbeddedRedisUrl(dataDir: string): void {
+  rmSync(join(resolve(dataDir), URL_FILE), { force: true });
 }

@@ -1,0 +1,643 @@
+import { execFile, spawnSync } from 'node:child_process';
+import { accessSync, constants, existsSync, readFileSync, readdirSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { delimiter, join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { envSchema } from '../src/config/env-schema.js';
+import { BrokerMetrics } from '../src/metrics/broker-metrics.js';
+import { registerStateGauges, type StateSnapshot } from '../src/metrics/state-gauges.js';
+
+/**
+ * The operations artifacts (Grafana dashboards and provisioning, Prometheus config and alerts, Dockerfile,
+ * docker-compose.yml) are specifications too: every query names a metric the broker exports, every panel uses the
+ * provisioned datasource, promtool and docker-compose accept the files, and the image runs as it should.
+ */
+
+const ROOT = join(import.meta.dirname, '..');
+const read = (path: string): string => readFileSync(join(ROOT, path), 'utf8');
+
+const DASHBOARD_DIR = 'grafana/dashboards';
+const DATASOURCE_FILE = 'grafana/provisioning/datasources/prometheus.yml';
+const DASHBOARD_PROVIDER_FILE = 'grafana/provisioning/dashboards/dashboards.yml';
+const ALERTS_FILE = 'prometheus/alerts.yml';
+const SCRAPE_JOB = 'polyv-token-broker';
+/** Labels Prometheus adds to every scraped series (prometheus/prometheus.yml). */
+const TARGET_LABELS = ['job', 'instance', 'role'];
+
+function onPath(command: string): boolean {
+  return (process.env['PATH'] ?? '').split(delimiter).some((dir) => {
+    try {
+      accessSync(join(dir, command), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+function run(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): { status: number | null; output: string } {
+  const r = spawnSync(command, args, { cwd: ROOT, env, encoding: 'utf8', timeout: 60_000 });
+  return { status: r.status, output: `${r.stdout}${r.stderr}${r.error === undefined ? '' : String(r.error)}` };
+}
+
+// ------------------------------------------------------------------------------------------ exported metrics
+
+interface ExportedMetric {
+  type: string;
+  labels: Set<string>;
+}
+
+const FAKE_SNAPSHOT: StateSnapshot = {
+  redisUp: true,
+  warmChannels: 2,
+  staleChannels: 0,
+  jobs: { delayed: 2, waiting: 0, active: 0, failed: 0, prioritized: 0 },
+  globalCallsLast10s: 3,
+  globalLimitPer10s: 1200,
+  channelBudgetPerHour: 450,
+  maxBudgetUsedRatio: 0.01,
+  channels: [
+    { account: 'default', channelId: '1000001', callsLastHour: 3, remainingSeconds: 3000 },
+    { account: 'default', channelId: '1000002', callsLastHour: 1, remainingSeconds: null },
+  ],
+};
+
+async function exportedMetrics(): Promise<Map<string, ExportedMetric>> {
+  const metrics = new BrokerMetrics();
+  registerStateGauges(metrics, async () => FAKE_SNAPSHOT);
+  const exported = new Map<string, ExportedMetric>();
+  for (const m of await metrics.registry.getMetricsAsJSON()) {
+    const declared = (metrics.registry.getSingleMetric(m.name) as unknown as { labelNames?: readonly string[] }).labelNames ?? [];
+    const labels = new Set<string>(declared);
+    for (const v of m.values) for (const l of Object.keys(v.labels)) labels.add(l);
+    exported.set(m.name, { type: String(m.type), labels });
+  }
+  return exported;
+}
+
+/** The gauges read from shared Redis state: every replica reports the same value. */
+async function stateGaugeNames(): Promise<string[]> {
+  const metrics = new BrokerMetrics({ defaultMetrics: false });
+  const before = new Set((await metrics.registry.getMetricsAsJSON()).map((m) => m.name));
+  registerStateGauges(metrics, async () => FAKE_SNAPSHOT);
+  return (await metrics.registry.getMetricsAsJSON()).map((m) => m.name).filter((n) => !before.has(n));
+}
+
+// ------------------------------------------------------------------------------------------ PromQL checks
+
+interface Query {
+  /** Where the query comes from, for failure messages. */
+  where: string;
+  expr: string;
+}
+
+const METRIC_RE = /\bpolyv_broker_[a-z0-9_]+\b/g;
+
+/** Resolves a series name used in PromQL to the exported metric it belongs to, or explains why it cannot. */
+function resolveSeries(name: string, exported: Map<string, ExportedMetric>): { base: string; suffix: string } | string {
+  const direct = exported.get(name);
+  if (direct !== undefined) {
+    if (direct.type === 'histogram') return `${name} is a histogram: query ${name}_bucket, _sum or _count`;
+    return { base: name, suffix: '' };
+  }
+  for (const suffix of ['_bucket', '_sum', '_count']) {
+    if (!name.endsWith(suffix)) continue;
+    const base = name.slice(0, -suffix.length);
+    const m = exported.get(base);
+    if (m !== undefined && (m.type === 'histogram' || (m.type === 'summary' && suffix !== '_bucket'))) return { base, suffix };
+  }
+  return `${name} is not exported by the broker`;
+}
+
+/** Every problem of one query: unknown metrics, unknown labels in selectors and groupings, sum() over state gauges. */
+function problemsOf(q: Query, exported: Map<string, ExportedMetric>, stateGauges: readonly string[]): string[] {
+  const problems: string[] = [];
+  const known = new Set(TARGET_LABELS);
+  for (const name of q.expr.match(METRIC_RE) ?? []) {
+    const r = resolveSeries(name, exported);
+    if (typeof r === 'string') problems.push(`${q.where}: ${r}`);
+    else for (const l of exported.get(r.base)!.labels) known.add(l);
+  }
+  if (/_bucket\b/.test(q.expr)) known.add('le');
+  if (/\bquantile\b/.test(q.expr)) known.add('quantile');
+
+  for (const m of q.expr.matchAll(/\b(polyv_broker_[a-z0-9_]+)\s*\{([^}]*)\}/g)) {
+    const r = resolveSeries(m[1]!, exported);
+    if (typeof r === 'string') continue;
+    const allowed = new Set([...exported.get(r.base)!.labels, ...TARGET_LABELS, ...(r.suffix === '_bucket' ? ['le'] : [])]);
+    for (const matcher of m[2]!.matchAll(/([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)/g)) {
+      if (!allowed.has(matcher[1]!)) problems.push(`${q.where}: ${m[1]} has no label "${matcher[1]}"`);
+    }
+  }
+  for (const m of q.expr.matchAll(/\b(?:by|without)\s*\(([^)]*)\)/g)) {
+    for (const label of m[1]!.split(',').map((s) => s.trim()).filter(Boolean)) {
+      if (!known.has(label)) problems.push(`${q.where}: groups by "${label}", a label none of its metrics has`);
+    }
+  }
+  for (const m of q.expr.matchAll(/\bjob\s*=~?\s*"([^"]*)"/g)) {
+    if (m[1] !== SCRAPE_JOB) problems.push(`${q.where}: selects job "${m[1]}", the scrape job is "${SCRAPE_JOB}"`);
+  }
+  for (const gauge of stateGauges) {
+    if (new RegExp(String.raw`\bsum\s*(?:(?:by|without)\s*\([^)]*\)\s*)?\(\s*${gauge}\b`).test(q.expr)) {
+      problems.push(`${q.where}: sums state gauge ${gauge}, which every replica reports identically (use max)`);
+    }
+  }
+  return problems;
+}
+
+// ------------------------------------------------------------------------------------------ dashboards
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+type JsonObject = { [key: string]: Json };
+
+const isObject = (v: Json | undefined): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function walk(value: Json, visit: (node: JsonObject, path: string) => void, path = '$'): void {
+  if (Array.isArray(value)) value.forEach((v, i) => walk(v, visit, `${path}[${i}]`));
+  else if (isObject(value)) {
+    visit(value, path);
+    for (const [k, v] of Object.entries(value)) walk(v, visit, `${path}.${k}`);
+  }
+}
+
+const dashboardFiles = (): string[] =>
+  readdirSync(join(ROOT, DASHBOARD_DIR))
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => join(DASHBOARD_DIR, f));
+
+function loadDashboard(file: string): JsonObject {
+  const parsed = JSON.parse(read(file)) as Json;
+  if (!isObject(parsed)) throw new Error(`${file} is not a JSON object`);
+  return parsed;
+}
+
+/** Every panel, also those nested in (collapsed) rows. */
+function panelsOf(dashboard: JsonObject): JsonObject[] {
+  const out: JsonObject[] = [];
+  const visit = (list: Json | undefined) => {
+    if (!Array.isArray(list)) return;
+    for (const p of list) {
+      if (!isObject(p)) continue;
+      out.push(p);
+      visit(p['panels']);
+    }
+  };
+  visit(dashboard['panels']);
+  return out;
+}
+
+/** PromQL of targets, annotations and template variables. */
+function dashboardQueries(file: string, dashboard: JsonObject): Query[] {
+  const queries: Query[] = [];
+  walk(dashboard, (node, path) => {
+    if (typeof node['expr'] === 'string') queries.push({ where: `${file} ${path}`, expr: node['expr'] });
+  });
+  const vars = isObject(dashboard['templating']) ? dashboard['templating']['list'] : undefined;
+  for (const v of Array.isArray(vars) ? vars : []) {
+    if (!isObject(v)) continue;
+    const q = v['query'];
+    const text = typeof q === 'string' ? q : isObject(q) && typeof q['query'] === 'string' ? q['query'] : undefined;
+    if (text !== undefined) queries.push({ where: `${file} variable ${JSON.stringify(v['name'])}`, expr: text });
+  }
+  return queries;
+}
+
+// ------------------------------------------------------------------------------------------ alert rules
+
+interface AlertRule {
+  name: string;
+  text: string;
+  exprs: string[];
+}
+
+/**
+ * The `expr:` values of a YAML text: inline scalars and block scalars (`expr: |`). A deliberately small reader for
+ * the files of this repository; promtool checks the real YAML structure.
+ */
+function yamlExprs(text: string): string[] {
+  const lines = text.split('\n');
+  const out: string[] = [];
+  lines.forEach((line, i) => {
+    const m = /^(\s*)(- )?expr:\s*(.*?)\s*$/.exec(line);
+    if (m === null) return;
+    const keyIndent = m[1]!.length + (m[2] === undefined ? 0 : 2);
+    const rest = m[3]!;
+    if (/^[|>][-+]?$/.test(rest)) {
+      const block: string[] = [];
+      for (const next of lines.slice(i + 1)) {
+        if (next.trim() !== '' && next.length - next.trimStart().length <= keyIndent) break;
+        block.push(next.trim());
+      }
+      out.push(block.join('\n').trim());
+    } else {
+      out.push(rest.replace(/^(['"])(.*)\1$/, '$2'));
+    }
+  });
+  return out;
+}
+
+function alertRules(text: string): AlertRule[] {
+  return text
+    .split(/^\s*- alert:/m)
+    .slice(1)
+    .map((chunk) => ({ name: chunk.split('\n')[0]!.trim(), text: chunk, exprs: yamlExprs(chunk) }));
+}
+
+// ------------------------------------------------------------------------------------------ tests
+
+let exported: Map<string, ExportedMetric>;
+let stateGauges: string[];
+
+beforeAll(async () => {
+  exported = await exportedMetrics();
+  stateGauges = await stateGaugeNames();
+});
+
+describe('the metric checks themselves', () => {
+  it('when a query names an unknown metric, a bare histogram, an unknown label or sums a state gauge, then they report it', () => {
+    const q = (expr: string) => problemsOf({ where: 'q', expr }, exported, stateGauges);
+    expect(stateGauges).toContain('polyv_broker_warm_channels');
+    expect(q('sum(rate(polyv_broker_tokens_served_total{outcome="hit"}[5m]))')).toEqual([]);
+    expect(q('histogram_quantile(0.99, sum by (le) (rate(polyv_broker_serve_duration_seconds_bucket[5m])))')).toEqual([]);
+    expect(q('rate(polyv_broker_process_cpu_seconds_total[1m])')).toEqual([]);
+    expect(q('rate(polyv_broker_tokens_servd_total[5m])')).toHaveLength(1);
+    expect(q('polyv_broker_serve_duration_seconds')).toHaveLength(1);
+    expect(q('polyv_broker_warm_channels_bucket')).toHaveLength(1);
+    expect(q('polyv_broker_tokens_served_total{outcom="hit"}')).toHaveLength(1);
+    expect(q('sum by (outcom) (polyv_broker_tokens_served_total)')).toHaveLength(1);
+    expect(q('sum(polyv_broker_warm_channels)')).toHaveLength(1);
+    expect(q('sum by (state) (polyv_broker_queue_jobs)')).toHaveLength(1);
+    expect(q('up{job="polyv"}')).toHaveLength(1);
+  });
+
+  it('when alerts.yml holds inline and block exprs, then the reader returns both whole', () => {
+    const text = ['      - alert: A', '        expr: up == 0', '      - alert: B', '        expr: |', '          a', '          or b', '        for: 1m', ''].join('\n');
+    expect(alertRules(text).map((r) => [r.name, r.exprs])).toEqual([
+      ['A', ['up == 0']],
+      ['B', ['a\nor b']],
+    ]);
+  });
+});
+
+describe('Grafana dashboards', () => {
+  it('when a dashboard queries Prometheus, then every metric and label it names is exported by the broker', () => {
+    const files = dashboardFiles();
+    expect(files.length).toBeGreaterThan(0);
+    const problems: string[] = [];
+    for (const file of files) {
+      const queries = dashboardQueries(file, loadDashboard(file));
+      expect(queries.length, file).toBeGreaterThan(0);
+      for (const q of queries) problems.push(...problemsOf(q, exported, stateGauges));
+    }
+    expect(problems).toEqual([]);
+  });
+
+  it('when Grafana provisions the datasource, then every panel, target and query of every dashboard uses its uid', () => {
+    const provisioned = read(DATASOURCE_FILE);
+    const uids = [...provisioned.matchAll(/^\s*uid:\s*["']?([\w-]+)["']?\s*$/gm)].map((m) => m[1]);
+    expect(uids).toEqual(['polyv-prometheus']);
+    expect(provisioned).toMatch(/^\s*type:\s*prometheus\s*$/m);
+    expect(provisioned).toMatch(/^\s*url:\s*http:\/\/prometheus:9090\s*$/m);
+    const expected = { type: 'prometheus', uid: uids[0] };
+
+    for (const file of dashboardFiles()) {
+      const raw = read(file);
+      expect(raw, `${file} must not need an import step`).not.toMatch(/\$\{DS_|__inputs/);
+      const dashboard = loadDashboard(file);
+      const wrong: string[] = [];
+      walk(dashboard, (node, path) => {
+        if ('datasource' in node && JSON.stringify(node['datasource']) !== JSON.stringify(expected)) wrong.push(path);
+      });
+      expect(wrong, `${file}: datasource other than ${JSON.stringify(expected)}`).toEqual([]);
+
+      const panels = panelsOf(dashboard).filter((p) => p['type'] !== 'row');
+      expect(panels.length).toBeGreaterThan(0);
+      for (const p of panels) {
+        const where = `${file} panel ${JSON.stringify(p['id'])} ${JSON.stringify(p['title'])}`;
+        expect(['timeseries', 'stat', 'heatmap'], where).toContain(p['type']);
+        expect(p['datasource'], where).toEqual(expected);
+        const targets = p['targets'];
+        expect(Array.isArray(targets) && targets.length > 0, `${where} has targets`).toBe(true);
+        for (const t of targets as Json[]) {
+          expect(isObject(t) && t['datasource'], where).toEqual(expected);
+          expect(isObject(t) && typeof t['expr'] === 'string' && t['expr'].trim() !== '', `${where} has an expr`).toBe(true);
+        }
+      }
+    }
+  });
+
+  it('when the dashboard is loaded, then it is well-formed and shows what an operator needs', () => {
+    const file = join(DASHBOARD_DIR, 'polyv-token-broker.json');
+    const dashboard = loadDashboard(file);
+    expect(dashboard['uid']).toBe('polyv-token-broker');
+    expect(dashboard['schemaVersion']).toBeGreaterThanOrEqual(36);
+    const ids = panelsOf(dashboard).map((p) => p['id']);
+    expect(new Set(ids).size, 'panel ids are unique').toBe(ids.length);
+    for (const p of panelsOf(dashboard)) {
+      const refIds = Array.isArray(p['targets']) ? p['targets'].map((t) => (isObject(t) ? t['refId'] : undefined)) : [];
+      expect(new Set(refIds).size, `refIds unique in panel ${JSON.stringify(p['id'])}`).toBe(refIds.length);
+    }
+    const exprs = dashboardQueries(file, dashboard)
+      .map((q) => q.expr)
+      .join('\n');
+    for (const metric of [
+      'polyv_broker_tokens_served_total',
+      'polyv_broker_serve_duration_seconds_bucket',
+      'polyv_broker_served_token_remaining_seconds_bucket',
+      'polyv_broker_tokens_served_below_min_ttl_total',
+      'polyv_broker_refresh_lead_seconds_bucket',
+      'polyv_broker_refreshes_total',
+      'polyv_broker_channel_calls_last_hour',
+      'polyv_broker_channel_budget_per_hour',
+      'polyv_broker_channel_budget_used_max_ratio',
+      'polyv_broker_polyv_calls_total',
+      'polyv_broker_polyv_call_duration_seconds_bucket',
+      'polyv_broker_global_calls_last_10s',
+      'polyv_broker_global_limit_per_10s',
+      'polyv_broker_queue_jobs',
+      'polyv_broker_warm_channels',
+      'polyv_broker_stale_channels',
+      'polyv_broker_redis_up',
+      'polyv_broker_budget_refusals_total',
+    ]) {
+      expect(exprs, `a panel shows ${metric}`).toMatch(new RegExp(`\\b${metric}\\b`));
+    }
+    expect(exprs, 'the PolyV 500/hour channel limit is drawn').toMatch(/vector\(500\)/);
+    expect(exprs, 'serve latency p50 and p99').toMatch(/histogram_quantile\(0\.5,[^\n]*serve_duration[\s\S]*histogram_quantile\(0\.99,[^\n]*serve_duration/);
+  });
+
+  it('when Grafana loads dashboards from files, then the UI cannot overwrite them and compose mounts that folder', () => {
+    const provider = read(DASHBOARD_PROVIDER_FILE);
+    expect(provider).toMatch(/^\s*type:\s*file\s*$/m);
+    expect(provider).toMatch(/^\s*allowUiUpdates:\s*false\s*$/m);
+    expect(provider).toMatch(/^\s*path:\s*\/var\/lib\/grafana\/dashboards\s*$/m);
+    const compose = read('docker-compose.yml');
+    expect(compose).toContain('./grafana/dashboards:/var/lib/grafana/dashboards:ro');
+    expect(compose).toContain('./grafana/provisioning:/etc/grafana/provisioning:ro');
+  });
+});
+
+describe('Prometheus alert rules', () => {
+  const REQUIRED = [
+    'PolyvBrokerRefreshesFailing',
+    'PolyvBrokerTokenNearExpiry',
+    'PolyvBrokerStaleChannels',
+    'PolyvBrokerChannelBudgetHigh',
+    'PolyvBrokerUpstreamAuthFailed',
+    'PolyvBrokerUpstreamClockSkew',
+    'PolyvBrokerRedisDown',
+    'PolyvBrokerDown',
+    'PolyvBrokerServedBelowMinTtl',
+    'PolyvBrokerGlobalLimitNear',
+  ];
+
+  it('when an alert rule queries Prometheus, then every metric and label it names is exported by the broker', () => {
+    const rules = alertRules(read(ALERTS_FILE));
+    const problems: string[] = [];
+    for (const rule of rules) {
+      expect(rule.exprs, `${rule.name} has one expr`).toHaveLength(1);
+      for (const expr of rule.exprs) problems.push(...problemsOf({ where: `${ALERTS_FILE} ${rule.name}`, expr }, exported, stateGauges));
+    }
+    expect(problems).toEqual([]);
+    // Recording rules or anything else with an expr are checked too.
+    const all = yamlExprs(read(ALERTS_FILE));
+    expect(all.length).toBe(rules.length);
+  });
+
+  it('when an alert fires, then it says how urgent it is, what happened and where the runbook is', () => {
+    const rules = alertRules(read(ALERTS_FILE));
+    expect(rules.map((r) => r.name).sort()).toEqual(expect.arrayContaining(REQUIRED));
+    expect(new Set(rules.map((r) => r.name)).size).toBe(rules.length);
+    for (const r of rules) {
+      expect(r.text, `${r.name} has for`).toMatch(/^\s+for:\s*\d+[smh]\s*$/m);
+      expect(r.text, `${r.name} has severity critical or warning`).toMatch(/^\s+severity:\s*(critical|warning)\s*$/m);
+      expect(r.text, `${r.name} has a summary`).toMatch(/^\s+summary:\s*\S/m);
+      expect(r.text, `${r.name} has a description`).toMatch(/^\s+description:\s*\S/m);
+      expect(r.text, `${r.name} links the runbook`).toMatch(/^\s+runbook:\s*README\.md#alerts\s*$/m);
+    }
+  });
+
+  it('when alerts are named, then the promtool unit tests cover the budget, auth-error and Redis-down alerts', () => {
+    const tests = read('prometheus/alerts.test.yml');
+    for (const name of ['PolyvBrokerChannelBudgetHigh', 'PolyvBrokerUpstreamAuthFailed', 'PolyvBrokerRedisDown']) {
+      expect(tests).toMatch(new RegExp(`alertname:\\s*${name}\\s*\\n\\s*exp_alerts:\\s*\\n\\s*- exp_labels`));
+    }
+  });
+
+  it('when Prometheus loads its config, then it scrapes the compose services and loads the alerts', () => {
+    const config = read('prometheus/prometheus.yml');
+    expect(config).toMatch(new RegExp(`job_name:\\s*${SCRAPE_JOB}\\s*$`, 'm'));
+    for (const target of ['api-1:8080', 'api-2:8080', 'worker:8080']) expect(config).toContain(`'${target}'`);
+    expect(config).toMatch(/^rule_files:\s*\n\s+- alerts\.yml\s*$/m);
+  });
+
+  it.skipIf(!onPath('promtool'))('when promtool checks the config and rules and runs the rule unit tests, then all pass', () => {
+    for (const args of [
+      ['check', 'config', 'prometheus/prometheus.yml'],
+      ['check', 'rules', ALERTS_FILE],
+      ['test', 'rules', 'prometheus/alerts.test.yml'],
+    ]) {
+      const r = run('promtool', args);
+      expect(r.status, `promtool ${args.join(' ')}\n${r.output}`).toBe(0);
+    }
+  });
+});
+
+// ------------------------------------------------------------------------------------------ docker-compose
+
+/** The service blocks of `docker-compose config` output (normalised YAML, services at two spaces). */
+function serviceBlocks(normalised: string): Map<string, string> {
+  const lines = normalised.split('\n');
+  const start = lines.indexOf('services:');
+  const blocks = new Map<string, string>();
+  let name: string | undefined;
+  let body: string[] = [];
+  for (const line of lines.slice(start + 1)) {
+    if (/^\S/.test(line)) break;
+    const m = /^ {2}([\w.-]+):$/.exec(line);
+    if (m !== null) {
+      if (name !== undefined) blocks.set(name, body.join('\n'));
+      name = m[1];
+      body = [];
+    } else body.push(line);
+  }
+  if (name !== undefined) blocks.set(name, body.join('\n'));
+  return blocks;
+}
+
+function environmentOf(block: string): Map<string, string> {
+  const env = new Map<string, string>();
+  const lines = block.split('\n');
+  const start = lines.indexOf('    environment:');
+  if (start < 0) return env;
+  for (const line of lines.slice(start + 1)) {
+    const m = /^ {6}([A-Za-z0-9_]+):\s*(.*)$/.exec(line);
+    if (m === null) break;
+    env.set(m[1]!, m[2]!.replace(/^(['"])(.*)\1$/, '$2'));
+  }
+  return env;
+}
+
+describe.skipIf(!onPath('docker-compose'))('docker-compose.yml', () => {
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env['PATH'],
+    HOME: process.env['HOME'],
+    POLYV_APP_ID: 'demoappid1',
+    BROKER_API_KEYS: 'ops:ops-test-key-0123456789',
+    GRAFANA_ADMIN_PASSWORD: 'not-a-real-password',
+  };
+  const compose = (args: string[], e = env) => run('docker-compose', ['-f', 'docker-compose.yml', ...args], e);
+  const BROKERS = { 'api-1': 'api', 'api-2': 'api', worker: 'worker' } as const;
+
+  it('when docker-compose validates the file, with and without the dev profile, then it is accepted', () => {
+    const plain = compose(['config', '-q']);
+    expect(plain.status, plain.output).toBe(0);
+    const dev = compose(['--profile', 'dev', 'config', '-q']);
+    expect(dev.status, dev.output).toBe(0);
+    const devServices = compose(['--profile', 'dev', 'config', '--services']);
+    expect(devServices.output.trim().split('\n').sort()).toEqual(['api-1', 'api-2', 'grafana', 'polyv-sim', 'prometheus', 'redis', 'worker']);
+  });
+
+  it('when a required variable is missing, then docker-compose refuses instead of starting with an empty value', () => {
+    for (const missing of ['POLYV_APP_ID', 'BROKER_API_KEYS']) {
+      const e = { ...env };
+      delete e[missing];
+      const r = compose(['config', '-q'], e);
+      expect(r.status, `${missing} missing`).not.toBe(0);
+      expect(r.output).toContain(missing);
+    }
+  });
+
+  it('when the stack is resolved, then brokers use the broker env names, the secret file, Redis and init', () => {
+    const r = compose(['--profile', 'dev', 'config']);
+    expect(r.status, r.output).toBe(0);
+    const services = serviceBlocks(r.output);
+    const known = new Set(Object.keys(envSchema.shape));
+    for (const [service, role] of Object.entries(BROKERS)) {
+      const block = services.get(service);
+      expect(block, service).toBeDefined();
+      const e = environmentOf(block!);
+      expect([...e.keys()].filter((k) => !known.has(k)), `${service}: variables the broker does not read`).toEqual([]);
+      expect(e.get('BROKER_ROLE'), service).toBe(role);
+      expect(e.get('REDIS_URL'), service).toBe('redis://redis:6379');
+      expect(e.get('POLYV_APP_ID'), service).toBe('demoappid1');
+      expect(e.get('BROKER_API_KEYS'), service).toBe('ops:ops-test-key-0123456789');
+      expect(e.get('POLYV_APP_SECRET_FILE'), service).toBe('/run/secrets/polyv_app_secret');
+      expect(e.has('POLYV_APP_SECRET'), `${service} gets the secret as a file only`).toBe(false);
+      expect(e.get('POLYV_BASE_URL'), `${service} defaults to the simulator`).toBe('http://polyv-sim:8090');
+      expect(block, service).toMatch(/^ {4}init: true$/m);
+      expect(block, service).toMatch(/^ {4}- source: polyv_app_secret$/m);
+      expect(block, service).toMatch(/^ {4}healthcheck:$/m);
+    }
+    expect(r.output).toMatch(/^secrets:\n {2}polyv_app_secret:\n {4}file: .*\/secrets\/polyv_app_secret$/m);
+
+    const sim = services.get('polyv-sim')!;
+    expect(sim).toMatch(/^ {4}init: true$/m);
+    expect(sim).toMatch(/^ {4}command:\n {4}- node\n {4}- dist\/src\/cli\/bin\.js\n {4}- sim$/m);
+    expect(environmentOf(sim)).toEqual(new Map([['SIM_HOST', '0.0.0.0'], ['SIM_PORT', '8090']]));
+    // Only the simulator is behind a profile: a plain `up` starts the rest.
+    for (const [service, block] of services) {
+      if (service === 'polyv-sim') expect(block).toMatch(/^ {4}profiles:\n {4}- dev$/m);
+      else expect(block, service).not.toMatch(/^ {4}profiles:/m);
+    }
+
+    const redis = services.get('redis')!;
+    expect(redis).toMatch(/^ {4}image: redis:7-alpine$/m);
+    expect(redis).toMatch(/- --appendonly\n\s+- ['"]yes['"]\n\s+- --maxmemory-policy\n\s+- noeviction/);
+
+    const withPrometheusEnv = compose(['config'], { ...env, POLYV_BASE_URL: 'https://api.polyv.net' });
+    expect(environmentOf(serviceBlocks(withPrometheusEnv.output).get('worker')!).get('POLYV_BASE_URL')).toBe('https://api.polyv.net');
+
+    const prometheus = services.get('prometheus')!;
+    expect(prometheus).toMatch(/prometheus\/prometheus\.yml:\/etc\/prometheus\/prometheus\.yml:ro/);
+    expect(prometheus).toMatch(/prometheus\/alerts\.yml:\/etc\/prometheus\/alerts\.yml:ro/);
+  });
+});
+
+// ------------------------------------------------------------------------------------------ Dockerfile
+
+/** The instructions of the last stage (the image that runs). */
+function finalStage(dockerfile: string): string {
+  const stages = dockerfile.split(/^FROM\s/m);
+  return stages[stages.length - 1]!;
+}
+
+function healthcheckCommand(dockerfile: string): string[] {
+  const joined = dockerfile.replace(/\\\n\s*/g, ' ');
+  const m = /^HEALTHCHECK\b.*?\bCMD\s+(\[.*\])\s*$/m.exec(joined);
+  if (m === null) throw new Error('no HEALTHCHECK ... CMD [...] in exec form');
+  return JSON.parse(m[1]!) as string[];
+}
+
+async function exitCodeOf(command: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const [cmd, ...args] = command;
+  return new Promise((resolve) => {
+    const child = execFile(cmd === 'node' ? process.execPath : cmd!, args, { env, timeout: 10_000 }, () => undefined);
+    child.on('exit', (code) => resolve(code ?? -1));
+  });
+}
+
+async function listen(status: number): Promise<{ server: Server; port: number; paths: string[] }> {
+  const paths: string[] = [];
+  const server = createServer((req, res) => {
+    paths.push(req.url ?? '');
+    res.statusCode = req.url === '/healthz' ? status : 404;
+    res.end('{}');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, port: (server.address() as AddressInfo).port, paths };
+}
+
+describe('Dockerfile', () => {
+  const dockerfile = read('Dockerfile');
+  const runtime = finalStage(dockerfile);
+
+  it('when the image is built, then a build stage compiles and the runtime stage has only production dependencies', () => {
+    expect(dockerfile.match(/^FROM\s/gm)?.length ?? 0, 'multi-stage').toBeGreaterThanOrEqual(2);
+    expect(dockerfile).toMatch(/^FROM\s+\S+\s+AS\s+build\s*$/im);
+    expect(dockerfile).toMatch(/^RUN npm ci\b/m);
+    expect(dockerfile).toMatch(/^RUN npm run build\b/m);
+    expect(runtime).toMatch(/^\$\{NODE_IMAGE\}|^node:20/);
+    expect(dockerfile).toMatch(/^ARG NODE_IMAGE=node:20-(bookworm-slim|alpine)\s*$/m);
+    expect(runtime).toMatch(/^RUN npm ci --omit=dev\b/m);
+    expect(runtime).toMatch(/^COPY --from=build \/app\/dist \.\/dist\s*$/m);
+    expect(runtime).toMatch(/^ENV NODE_ENV=production\s*$/m);
+    expect(runtime).toMatch(/^EXPOSE 8080\s*$/m);
+  });
+
+  it('when the container runs, then it is the unprivileged node user running node directly, without secrets', () => {
+    expect(runtime).toMatch(/^USER node\s*$/m);
+    const cmd = /^CMD\s+(\[.*\])\s*$/m.exec(runtime);
+    expect(cmd, 'CMD in exec form').not.toBeNull();
+    const argv = JSON.parse(cmd![1]!) as string[];
+    expect(argv).toEqual(['node', 'dist/src/cli/bin.js', 'serve']);
+    // dist/src/cli/bin.js is what `tsc -p tsconfig.build.json` emits for src/cli/bin.ts.
+    expect(existsSync(join(ROOT, 'src/cli/bin.ts'))).toBe(true);
+    const tsconfig = JSON.parse(read('tsconfig.json')) as { compilerOptions: { outDir: string; rootDir: string } };
+    expect(tsconfig.compilerOptions).toMatchObject({ outDir: 'dist', rootDir: '.' });
+    expect(dockerfile, 'no secret baked into the image').not.toMatch(/^(ENV|ARG)\s+[^\n]*(SECRET|API_KEYS|PASSWORD|TOKEN)/im);
+    const ignore = read('.dockerignore').split('\n').map((l) => l.trim());
+    for (const entry of ['node_modules', 'dist', '.data', '.git', 'coverage', 'secrets', '.env']) {
+      expect(ignore, `.dockerignore lists ${entry}`).toContain(entry);
+    }
+  });
+
+  it('when the HEALTHCHECK runs, then it exits 0 only if /healthz answers 2xx on PORT', async () => {
+    const command = healthcheckCommand(runtime);
+    expect(command[0]).toBe('node');
+    const ok = await listen(200);
+    const failing = await listen(503);
+    try {
+      expect(await exitCodeOf(command, { PORT: String(ok.port) })).toBe(0);
+      expect(ok.paths).toEqual(['/healthz']);
+      expect(await exitCodeOf(command, { PORT: String(failing.port) })).toBe(1);
+      const closedPort = failing.port;
+      await new Promise((resolve) => failing.server.close(resolve));
+      expect(await exitCodeOf(command, { PORT: String(closedPort) })).toBe(1);
+    } finally {
+      ok.server.close();
+      failing.server.close();
+    }
+  });
+});
