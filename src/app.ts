@@ -1,9 +1,11 @@
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
 import type { Dispatcher } from 'undici';
 import type { Config } from './config/config.js';
 import { ApiKeyAuth } from './http/api-key-auth.js';
+import { authorize } from './http/authorize.js';
+import { closeAdmin, createAdminApp, listenAdmin } from './http/create-admin-app.js';
 import { createHttpApp } from './http/create-http-app.js';
 import { systemClock, type Clock } from './lib/clock.js';
 import { createLogger, type Logger } from './lib/logger.js';
@@ -14,10 +16,22 @@ import { RefreshQueue } from './scheduler/refresh-queue.js';
 import { RefreshWorker } from './scheduler/refresh-worker.js';
 import { AccountRegistry } from './service/account-registry.js';
 import { ChannelTokenService } from './service/channel-token-service.js';
+import { LocalTokenCache } from './service/local-token-cache.js';
+import { withFastTokenRoute } from './http/fast-token-route.js';
+import { CommonTokenService } from './service/common-token-service.js';
+import { DisposableTokenService } from './service/disposable-token-service.js';
+import { PolyvGateway } from './service/polyv-gateway.js';
+import { SingleFlight } from './service/single-flight.js';
+import { ViewerTokenService } from './service/viewer-token-service.js';
+import { WatchUrlService } from './service/watch-url-service.js';
 import { takeStateSnapshot } from './service/state-snapshot.js';
 import { CallBudget } from './store/call-budget.js';
 import { createRedis, redisOptions } from './store/redis-connection.js';
+import { connectOrExplain, probeKeys } from './store/redis-startup-check.js';
 import { RedisKeys } from './store/redis-keys.js';
+import { RedisLock } from './store/redis-lock.js';
+import { SealedJson } from './store/sealed-json.js';
+import { TokenCipher } from './store/token-cipher.js';
 import { TokenStore } from './store/token-store.js';
 
 export interface BrokerAppOptions {
@@ -40,6 +54,9 @@ export interface BrokerApp {
   readonly queue: RefreshQueue;
   readonly metrics: BrokerMetrics;
   readonly worker: RefreshWorker | undefined;
+  readonly watchUrls: WatchUrlService;
+  /** Base URL of the admin listener (BROKER_ADMIN_PORT) once started; undefined without one. */
+  readonly adminUrl: string | undefined;
   /** Listens on the configured port (0 = any free port); resolves with the base URL. */
   start(): Promise<string>;
   /** Stops in reverse order: HTTP, worker (in-flight refreshes finish), queue, PolyV pool, Redis. */
@@ -53,12 +70,27 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
   const logger = options.logger ?? createLogger(config.logLevel);
   const metrics = options.metrics ?? new BrokerMetrics();
   const keys = new RedisKeys(config.redisPrefix);
-  const redis = createRedis(redisUrl, 'commands', logger.child({ module: 'redis' }));
-  const bullConnection = redisOptions(redisUrl, 'bullmq');
+  const redis = createRedis(redisUrl, 'commands', logger.child({ module: 'redis' }), config.redisTls);
+  const bullConnection = redisOptions(redisUrl, 'bullmq', config.redisTls);
   const accounts = new AccountRegistry(config.accounts);
 
-  const store = new TokenStore({ redis, keys });
+  const cipher = new TokenCipher({ currentKey: config.encryption.key, oldKeys: config.encryption.oldKeys });
+  const store = new TokenStore({ redis, keys, cipher, logger: logger.child({ module: 'token-store' }) });
   const budget = new CallBudget({ redis, keys, clock, globalPer10s: config.budget.globalPer10s });
+  // Serving replicas keep tokens in memory, invalidated over pub/sub on a connection of its own.
+  const localCache =
+    config.role === 'worker' || config.localCache.maxAgeMs === 0 || config.localCache.maxEntries === 0
+      ? undefined
+      : new LocalTokenCache({
+          subscriber: redis.duplicate({ autoResubscribe: false, lazyConnect: true, connectionName: 'polyv-token-broker:events' }),
+          channel: keys.events(),
+          clock,
+          logger: logger.child({ module: 'local-token-cache' }),
+          minTtlMs: config.tokens.minTtlSeconds * 1000,
+          maxAgeMs: config.localCache.maxAgeMs,
+          maxEntries: config.localCache.maxEntries,
+        });
+  if (localCache !== undefined) store.onTokenChange((appId, channelId) => localCache.invalidate(appId, channelId));
   const polyv = new PolyvClient({
     baseUrl: config.polyv.baseUrl,
     timeoutMs: config.polyv.timeoutMs,
@@ -83,6 +115,40 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
     rejectedChannelTtlSeconds: config.tokens.rejectedChannelTtlSeconds,
     channelBudgetPerHour: config.budget.channelPerHour,
     lockTtlMs: config.polyv.timeoutMs * 2 + 2000,
+    ...(localCache === undefined ? {} : { localCache }),
+  });
+  const gateway = new PolyvGateway({
+    budget,
+    store,
+    metrics,
+    logger: logger.child({ module: 'polyv-gateway' }),
+    rejectedChannelTtlSeconds: config.tokens.rejectedChannelTtlSeconds,
+  });
+  const flights = new SingleFlight({ redis, lock: new RedisLock(redis), lockTtlMs: config.polyv.timeoutMs * 2 + 2000 });
+  const sealed = new SealedJson(cipher);
+  const kindDeps = { redis, sealed, keys, polyv, gateway, clock, metrics, minTtlSeconds: config.tokens.minTtlSeconds };
+  const disposable = new DisposableTokenService({
+    polyv,
+    gateway,
+    clock,
+    metrics,
+    expireSeconds: config.tokens.expireSeconds,
+    perHour: (account) => account.budgets?.channelTokenPerHour ?? config.budget.channelPerHour,
+  });
+  const viewerTokens = new ViewerTokenService({ ...kindDeps, flights, perHour: config.kinds.watchTokenPerHour });
+  const commonTokens = new CommonTokenService({
+    ...kindDeps,
+    flights,
+    perHour: config.kinds.commonTokenPerHour,
+    ttlSeconds: config.kinds.commonTokenTtlSeconds,
+  });
+  const watchUrls = new WatchUrlService({
+    ...kindDeps,
+    logger: logger.child({ module: 'watch-urls' }),
+    refills: queue,
+    perHour: config.kinds.watchUrlPerHour,
+    poolSize: config.kinds.watchUrlPool,
+    poolMaxAgeSeconds: config.kinds.watchUrlPoolMaxAgeSeconds,
   });
   const worker =
     config.role === 'api'
@@ -98,6 +164,7 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
           queue,
           clock,
           logger: logger.child({ module: 'worker' }),
+          watchUrls: config.kinds.watchUrlPool > 0 ? watchUrls : undefined,
         });
 
   registerStateGauges(metrics, () =>
@@ -131,17 +198,38 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
     },
   };
 
+  const auth = new ApiKeyAuth(config.apiKeys);
   const http = createHttpApp({
     ...(config.role === 'worker'
       ? {}
-      : { channels: { service, accounts, auth: new ApiKeyAuth(config.apiKeys) } }),
+      : {
+          channels: {
+            service,
+            disposable,
+            viewerTokens,
+            commonTokens,
+            watchUrls,
+            accounts,
+            auth,
+          },
+        }),
     readiness,
     registry: metrics.registry,
     metrics,
     logger: logger.child({ module: 'http' }),
+    serveMetrics: config.admin === undefined,
   });
+  // The hot cached read is answered before express when it can be (see fast-token-route.ts).
+  const listener =
+    config.role === 'worker' ? http : withFastTokenRoute(http, { service, accounts, authenticate: auth.middleware(), authorize, metrics });
+  const adminHttp =
+    config.admin === undefined
+      ? undefined
+      : createAdminApp({ readiness, registry: metrics.registry, logger: logger.child({ module: 'admin-http' }) });
 
   let server: Server | undefined;
+  let adminServer: Server | undefined;
+  let adminUrl: string | undefined;
 
   return {
     config,
@@ -153,12 +241,23 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
     queue,
     metrics,
     worker,
+    watchUrls,
+    get adminUrl() {
+      return adminUrl;
+    },
     async start() {
-      await redis.connect();
+      await connectOrExplain(redis, redisUrl, probeKeys(config.redisPrefix));
+      const encryption = cipher.describe();
+      if (encryption.decryptKeyIds.length > 0) {
+        const how = encryption.currentKeyId === undefined ? 'written in plain text, encrypted ones still read' : 'encrypted (AES-256-GCM)';
+        logger.info(encryption, `tokens at rest: ${how}`);
+      }
+      await localCache?.start();
       if (worker !== undefined) await worker.start();
       server = await new Promise<Server>((resolve, reject) => {
-        const s = http.listen(config.http.port, config.http.host, () => resolve(s));
+        const s = createServer(listener);
         s.once('error', reject);
+        s.listen(config.http.port, config.http.host, () => resolve(s));
       });
       server.keepAliveTimeout = 65_000;
       server.headersTimeout = 10_000;
@@ -166,9 +265,16 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
       const { port } = server.address() as AddressInfo;
       const host = config.http.host === '0.0.0.0' || config.http.host === '::' ? '127.0.0.1' : config.http.host;
       logger.info({ port, role: config.role }, 'broker listening');
+      if (adminHttp !== undefined && config.admin !== undefined) {
+        const admin = await listenAdmin(adminHttp, config.admin.port, config.admin.host);
+        adminServer = admin.server;
+        adminUrl = admin.url;
+        logger.info({ adminUrl: admin.url }, 'admin listener (metrics, health) listening');
+      }
       return `http://${host}:${port}`;
     },
     async stop() {
+      if (adminServer !== undefined) await closeAdmin(adminServer);
       if (server !== undefined) {
         const s = server;
         const closed = new Promise<void>((resolve) => s.close(() => resolve()));
@@ -180,6 +286,7 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
       await worker?.stop();
       await queue.close();
       await polyv.close();
+      await localCache?.stop();
       await redis.quit().catch(() => redis.disconnect());
       logger.info('broker stopped');
     },

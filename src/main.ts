@@ -3,6 +3,7 @@ import { loadConfig, type Config } from './config/config.js';
 import { ConfigError } from './errors/broker-error.js';
 import { removeEmbeddedRedisUrl, startRedisServer, writeEmbeddedRedisUrl, type RedisServerHandle } from './infra/redis-server.js';
 import { createLogger, type Logger } from './lib/logger.js';
+import { checkRedisAtStartup } from './store/redis-startup-check.js';
 
 export interface RunningBroker {
   readonly app: BrokerApp;
@@ -20,6 +21,13 @@ export async function startBroker(config: Config, logger: Logger = createLogger(
     redisUrl = embedded.url;
     writeEmbeddedRedisUrl(config.dataDir, redisUrl);
     logger.info({ dir: config.dataDir, port: embedded.port }, 'REDIS_URL unset: started an embedded redis-server');
+  }
+  // A wrong password, ACL or CA stops start-up here, with a message naming the setting, before BullMQ connects.
+  try {
+    await checkRedisAtStartup(redisUrl, config);
+  } catch (err) {
+    await embedded?.stop();
+    throw err;
   }
   const app = buildBrokerApp({ config, redisUrl, logger });
   let url: string;

@@ -50,9 +50,23 @@ async function oncall(command: string, args: readonly string[]): Promise<number>
   }
 }
 
+/**
+ * `serve`, `sim` and `demo` take no arguments: configuration, secrets above all, comes from the environment
+ * and from files (`*_FILE`), never the command line, where `ps` and shell history would show it. The
+ * arguments are not echoed, in case one was a secret.
+ */
+function refuseArguments(command: string, args: readonly string[]): void {
+  if (args.length > 0) {
+    throw new UsageError(
+      `${command} takes no arguments (got ${args.length}): configure it with environment variables, and give secrets as files (POLYV_APP_SECRET_FILE, BROKER_API_KEYS_FILE, BROKER_ENCRYPTION_KEY_FILE), never on the command line`,
+    );
+  }
+}
+
 async function main(argv: readonly string[]): Promise<number | undefined> {
   const [command, ...args] = argv;
   if (command !== undefined && Object.hasOwn(ONCALL, command)) return oncall(command, args);
+  if (command === 'serve' || command === 'sim' || command === 'demo') refuseArguments(command, args);
   switch (command) {
     case 'serve':
       await serve(process.env);

@@ -1,6 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors/broker-error.js';
 import { CHANNEL_ID_RE, KEY_NAME_RE, MIN_API_KEY_LENGTH, envSchema, type ParsedEnv } from './env-schema.js';
+import { resolveSecuritySettings } from './security-settings.js';
+import { resolveAccountsAndConsumers } from './config-file.js';
+import type { TokenKind } from '../metrics/broker-metrics.js';
 
 export type BrokerRole = 'all' | 'api' | 'worker';
 export type LogLevel = ParsedEnv['LOG_LEVEL'];
@@ -12,16 +15,34 @@ export interface PolyvAccount {
   readonly appSecret: string;
   /** Channels kept warm from start-up. */
   readonly channels: readonly string[];
+  /** Per-account budgets from BROKER_CONFIG_FILE; absent: the env defaults (BROKER_CHANNEL_BUDGET_PER_HOUR). */
+  readonly budgets?: { readonly channelTokenPerHour?: number };
 }
 
-export interface ApiKey {
-  readonly name: string;
-  readonly key: string;
+/** What a consumer may read; an absent dimension allows everything. */
+export interface ConsumerScope {
+  /** Account names. */
+  readonly accounts?: readonly string[];
+  /** Channel IDs, in any account the consumer may use. */
+  readonly channels?: readonly string[];
+  readonly kinds?: readonly TokenKind[];
 }
+
+/** A consumer's key, as plain text or as its SHA-256 digest (hex); no scope: it may read everything. */
+export type ApiKey = { readonly name: string; readonly scope?: ConsumerScope } & (
+  | { readonly key: string; readonly keySha256?: undefined }
+  | { readonly keySha256: string; readonly key?: undefined }
+);
 
 /** The broker's whole configuration, validated once at start-up. */
 export interface Config {
   readonly redisUrl: string | undefined;
+  /** TLS settings for rediss:// (every connection, BullMQ's included); `ca` is PEM text. */
+  readonly redisTls: { readonly ca: string | undefined };
+  /** Tokens at rest: `key` encrypts and decrypts, `oldKeys` only decrypt; no key: plain text. */
+  readonly encryption: { readonly key: Buffer | undefined; readonly oldKeys: readonly Buffer[] };
+  /** A separate listener for /metrics, /healthz and /readyz; undefined: they are served on the main port. */
+  readonly admin: { readonly port: number; readonly host: string } | undefined;
   readonly http: { readonly port: number; readonly host: string };
   readonly polyv: { readonly baseUrl: string; readonly timeoutMs: number; readonly connectTimeoutMs: number };
   readonly accounts: readonly PolyvAccount[];
@@ -33,9 +54,19 @@ export interface Config {
     readonly rejectedChannelTtlSeconds: number;
   };
   readonly budget: { readonly channelPerHour: number; readonly globalPer10s: number };
+  readonly kinds: {
+    readonly watchTokenPerHour: number;
+    readonly commonTokenPerHour: number;
+    readonly commonTokenTtlSeconds: number;
+    readonly watchUrlPerHour: number;
+    readonly watchUrlPool: number;
+    readonly watchUrlPoolMaxAgeSeconds: number;
+  };
   readonly role: BrokerRole;
   readonly worker: { readonly concurrency: number; readonly reconcileIntervalSeconds: number };
   readonly metrics: { readonly maxLabeledChannels: number };
+  /** The in-process token cache in front of Redis (see LocalTokenCache); 0 in either turns it off. */
+  readonly localCache: { readonly maxAgeMs: number; readonly maxEntries: number };
   readonly redisPrefix: string;
   readonly dataDir: string;
   readonly shutdownTimeoutMs: number;
@@ -72,12 +103,25 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>, op
   }
   const e = parsed.data;
 
-  const appSecret = resolveSecret(e, readFile, problems);
-  const apiKeys = parseApiKeys(e.BROKER_API_KEYS, problems);
+  // With BROKER_CONFIG_FILE, POLYV_APP_ID and BROKER_API_KEYS may be left out (the file's accounts/consumers).
+  const appSecret = e.POLYV_APP_ID === undefined ? undefined : resolveSecret(e, readFile, problems);
+  const security = resolveSecuritySettings(e, readFile, problems);
+  const envKeysGiven = e.BROKER_API_KEYS !== undefined || e.BROKER_API_KEYS_FILE !== undefined || e.BROKER_CONFIG_FILE === undefined;
+  const envApiKeys = envKeysGiven ? parseApiKeys(security.apiKeys, problems) : [];
   const channels = splitList(e.BROKER_CHANNELS);
   for (const ch of channels) {
     if (!CHANNEL_ID_RE.test(ch)) problems.push(`BROKER_CHANNELS entry "${ch}" must be a channel ID of 1-20 digits`);
   }
+  const { accounts, apiKeys } = resolveAccountsAndConsumers({
+    configFile: e.BROKER_CONFIG_FILE,
+    env,
+    readFile,
+    problems,
+    envAccount:
+      e.POLYV_APP_ID === undefined ? undefined : { name: 'default', appId: e.POLYV_APP_ID, appSecret: appSecret ?? '', channels: [] },
+    envChannels: [...new Set(channels)],
+    envApiKeys,
+  });
   const maxRefreshBefore = e.BROKER_TOKEN_EXPIRE_SECONDS - e.BROKER_MIN_TTL_SECONDS;
   if (e.BROKER_REFRESH_BEFORE_SECONDS >= maxRefreshBefore) {
     problems.push(
@@ -85,17 +129,25 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>, op
         `(${e.BROKER_TOKEN_EXPIRE_SECONDS} - ${e.BROKER_MIN_TTL_SECONDS} = ${maxRefreshBefore}), got ${e.BROKER_REFRESH_BEFORE_SECONDS}`,
     );
   }
+  if (e.BROKER_COMMON_TOKEN_TTL_SECONDS <= e.BROKER_MIN_TTL_SECONDS) {
+    problems.push(
+      `BROKER_COMMON_TOKEN_TTL_SECONDS must be greater than BROKER_MIN_TTL_SECONDS (${e.BROKER_MIN_TTL_SECONDS}), got ${e.BROKER_COMMON_TOKEN_TTL_SECONDS}`,
+    );
+  }
   if (problems.length > 0) throw new ConfigError(problems);
 
   return {
     redisUrl: e.REDIS_URL,
+    redisTls: security.redisTls,
+    encryption: security.encryption,
+    admin: security.admin,
     http: { port: e.PORT, host: e.HOST },
     polyv: {
       baseUrl: e.POLYV_BASE_URL.replace(/\/+$/, ''),
       timeoutMs: e.POLYV_TIMEOUT_MS,
       connectTimeoutMs: e.POLYV_CONNECT_TIMEOUT_MS,
     },
-    accounts: [{ name: 'default', appId: e.POLYV_APP_ID, appSecret: appSecret ?? '', channels: [...new Set(channels)] }],
+    accounts,
     apiKeys,
     tokens: {
       expireSeconds: e.BROKER_TOKEN_EXPIRE_SECONDS,
@@ -104,9 +156,18 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>, op
       rejectedChannelTtlSeconds: e.BROKER_REJECTED_CHANNEL_TTL_SECONDS,
     },
     budget: { channelPerHour: e.BROKER_CHANNEL_BUDGET_PER_HOUR, globalPer10s: e.BROKER_GLOBAL_LIMIT_PER_10S },
+    kinds: {
+      watchTokenPerHour: e.BROKER_WATCH_TOKEN_BUDGET_PER_HOUR,
+      commonTokenPerHour: e.BROKER_COMMON_TOKEN_BUDGET_PER_HOUR,
+      commonTokenTtlSeconds: e.BROKER_COMMON_TOKEN_TTL_SECONDS,
+      watchUrlPerHour: e.BROKER_WATCH_URL_BUDGET_PER_HOUR,
+      watchUrlPool: e.BROKER_WATCH_URL_POOL,
+      watchUrlPoolMaxAgeSeconds: e.BROKER_WATCH_URL_POOL_MAX_AGE_SECONDS,
+    },
     role: e.BROKER_ROLE,
     worker: { concurrency: e.BROKER_WORKER_CONCURRENCY, reconcileIntervalSeconds: e.BROKER_RECONCILE_INTERVAL_SECONDS },
     metrics: { maxLabeledChannels: e.BROKER_METRICS_CHANNEL_LABELS },
+    localCache: { maxAgeMs: e.BROKER_LOCAL_CACHE_MAX_AGE_MS, maxEntries: e.BROKER_LOCAL_CACHE_MAX_ENTRIES },
     redisPrefix: e.BROKER_REDIS_PREFIX,
     dataDir: e.BROKER_DATA_DIR,
     shutdownTimeoutMs: e.BROKER_SHUTDOWN_TIMEOUT_MS,

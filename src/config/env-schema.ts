@@ -52,15 +52,21 @@ export const envSchema = z.object({
     .pipe(z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }))
     .describe('PolyV API base URL (default https://api.polyv.net)'),
   POLYV_APP_ID: optionalString()
-    .pipe(z.string({ error: 'is required' }).regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 letters, digits, _ or -'))
-    .describe('PolyV account appId (required)'),
+    .pipe(z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 letters, digits, _ or -').optional())
+    .describe('PolyV account appId of the `default` account (required unless BROKER_CONFIG_FILE declares accounts)'),
   POLYV_APP_SECRET: optionalString().describe('PolyV appSecret; or give POLYV_APP_SECRET_FILE (exactly one of them)'),
   POLYV_APP_SECRET_FILE: optionalString().describe('path of a file holding the appSecret (container secrets)'),
   POLYV_TIMEOUT_MS: intVar(100, 60_000, 5000).describe('total time allowed for one PolyV call, in ms'),
   POLYV_CONNECT_TIMEOUT_MS: intVar(50, 30_000, 2000).describe('TCP/TLS connect timeout for PolyV, in ms'),
-  BROKER_API_KEYS: optionalString()
-    .pipe(z.string({ error: 'is required (comma-separated name:key pairs)' }))
-    .describe('comma-separated `name:key` pairs; consumers send `Authorization: Bearer <key>` (required)'),
+  BROKER_API_KEYS: optionalString().describe(
+    'comma-separated `name:key` pairs; consumers send `Authorization: Bearer <key>` (required, or BROKER_API_KEYS_FILE)',
+  ),
+  BROKER_API_KEYS_FILE: optionalString().describe(
+    'path of a file holding the API keys, `name:key` pairs one per line or comma-separated; exactly one of the two',
+  ),
+  BROKER_CONFIG_FILE: optionalString().describe(
+    'YAML (.yaml, .yml) or JSON (.json) file declaring more PolyV accounts and scoped consumers (see "Config file")',
+  ),
   BROKER_CHANNELS: optionalString().describe('comma-separated channel IDs kept warm from start-up (default none)'),
   BROKER_TOKEN_EXPIRE_SECONDS: intVar(1, 3600, 3600).describe('`expireSeconds` asked of PolyV (1..3600)'),
   BROKER_REFRESH_BEFORE_SECONDS: intVar(1, 3599, 300).describe('refresh this long before `expireTime`'),
@@ -70,6 +76,22 @@ export const envSchema = z.object({
   ),
   BROKER_GLOBAL_LIMIT_PER_10S: intVar(1, 1500, 1200).describe(
     'most PolyV calls of the whole fleet in any rolling 10 s (PolyV blocks an IP above 1500)',
+  ),
+  BROKER_WATCH_TOKEN_BUDGET_PER_HOUR: intVar(1, 100_000, 2000).describe(
+    'most get-watch-api-token calls per channel in any rolling hour (viewer tokens)',
+  ),
+  BROKER_COMMON_TOKEN_BUDGET_PER_HOUR: intVar(1, 100_000, 60).describe('most common/get-token calls per channel in any rolling hour'),
+  BROKER_COMMON_TOKEN_TTL_SECONDS: intVar(60, 86_400, 3600).describe(
+    'how long a common token is cached (PolyV does not document its lifetime)',
+  ),
+  BROKER_WATCH_URL_BUDGET_PER_HOUR: intVar(1, 100_000, 2000).describe(
+    'most get-token-watch-url calls per channel in any rolling hour',
+  ),
+  BROKER_WATCH_URL_POOL: intVar(0, 1000, 0).describe(
+    'single-use watch URLs kept pre-minted per warm channel (0 = mint on demand)',
+  ),
+  BROKER_WATCH_URL_POOL_MAX_AGE_SECONDS: intVar(60, 3000, 1800).describe(
+    'a pooled watch URL older than this is dropped, never handed out (URLs live 3600 s)',
   ),
   BROKER_ROLE: optionalString()
     .transform((v) => v ?? 'all')
@@ -82,6 +104,12 @@ export const envSchema = z.object({
     'how often the reconcile job re-creates missing refresh jobs and re-seeds BROKER_CHANNELS',
   ),
   BROKER_WORKER_CONCURRENCY: intVar(1, 1000, 16).describe('refresh jobs one worker runs at once'),
+  BROKER_LOCAL_CACHE_MAX_AGE_MS: intVar(0, 60_000, 5000).describe(
+    'longest a replica serves a channel token from process memory before reading Redis again; 0 turns the in-process cache off',
+  ),
+  BROKER_LOCAL_CACHE_MAX_ENTRIES: intVar(0, 1_000_000, 50_000).describe(
+    'most channel tokens one replica holds in process memory (oldest evicted first); 0 turns the in-process cache off',
+  ),
   BROKER_METRICS_CHANNEL_LABELS: intVar(0, 5000, 100).describe(
     'per-channel metric series for at most this many warm channels; 0 turns them off',
   ),
@@ -93,6 +121,30 @@ export const envSchema = z.object({
     .transform((v) => v ?? '.data')
     .describe('data directory of the embedded redis-server (only when REDIS_URL is unset)'),
   BROKER_SHUTDOWN_TIMEOUT_MS: intVar(100, 120_000, 10_000).describe('longest graceful shutdown before exit'),
+  REDIS_TLS_CA_FILE: optionalString().describe(
+    'PEM file of the CA that signed the Redis server certificate (rediss:// with a private CA; default: system CAs)',
+  ),
+  BROKER_ENCRYPTION_KEY: optionalString().describe(
+    'AES-256-GCM key (32 bytes, base64 or 64 hex digits) that encrypts tokens at rest in Redis; unset: plain text',
+  ),
+  BROKER_ENCRYPTION_KEY_FILE: optionalString().describe('path of a file holding BROKER_ENCRYPTION_KEY; exactly one of the two'),
+  BROKER_ENCRYPTION_OLD_KEYS: optionalString().describe(
+    'comma-separated earlier keys, used only to decrypt tokens written before a key rotation',
+  ),
+  BROKER_ENCRYPTION_OLD_KEYS_FILE: optionalString().describe(
+    'path of a file holding BROKER_ENCRYPTION_OLD_KEYS (one per line or comma-separated); exactly one of the two',
+  ),
+  BROKER_ADMIN_PORT: optionalString()
+    .pipe(
+      z
+        .string()
+        .regex(/^\d+$/, 'must be a whole number')
+        .transform(Number)
+        .pipe(z.number().int().max(65535, 'must be at most 65535'))
+        .optional(),
+    )
+    .describe('port of a separate admin listener for /metrics, /healthz and /readyz; unset: /metrics on PORT'),
+  BROKER_ADMIN_HOST: optionalString().describe('listen address of the admin port (default: HOST)'),
   LOG_LEVEL: optionalString()
     .transform((v) => v ?? 'info')
     .pipe(
@@ -101,7 +153,25 @@ export const envSchema = z.object({
       }),
     )
     .describe('log level'),
-});
+}).superRefine(
+  (env, ctx) => {
+    // With BROKER_CONFIG_FILE the file may supply the accounts and consumers; config-file.ts checks that.
+    if (env.POLYV_APP_ID === undefined && env.BROKER_CONFIG_FILE === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['POLYV_APP_ID'], message: 'is required' });
+    } else if (env.POLYV_APP_ID === undefined && (env.POLYV_APP_SECRET !== undefined || env.POLYV_APP_SECRET_FILE !== undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['POLYV_APP_ID'], message: 'is required when POLYV_APP_SECRET or POLYV_APP_SECRET_FILE is set' });
+    }
+    if (env.BROKER_API_KEYS === undefined && env.BROKER_API_KEYS_FILE === undefined && env.BROKER_CONFIG_FILE === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['BROKER_API_KEYS'],
+        message: 'is required (comma-separated name:key pairs), or give BROKER_API_KEYS_FILE',
+      });
+    }
+  },
+  // Report a missing key together with every other problem, not only once the rest parses.
+  { when: () => true },
+);
 
 export type EnvInput = z.input<typeof envSchema>;
 export type ParsedEnv = z.output<typeof envSchema>;

@@ -2,23 +2,50 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { BrokerError } from '../errors/broker-error.js';
 import type { ApiKey } from '../config/config.js';
+import type { TokenKind } from '../metrics/broker-metrics.js';
 
 const sha256 = (text: string): Buffer => createHash('sha256').update(text, 'utf8').digest();
 
-/** A consumer as identified by its key. */
+/** What a consumer may read, as sets; an absent dimension allows everything. */
+export interface AccessScope {
+  readonly accounts?: ReadonlySet<string>;
+  readonly channels?: ReadonlySet<string>;
+  readonly kinds?: ReadonlySet<TokenKind>;
+}
+
+/** A consumer as identified by its key (in `res.locals['consumer']` after authentication). */
 export interface Consumer {
   readonly name: string;
+  /** Absent: the consumer may read every kind of token of every channel in every account. */
+  readonly scope?: AccessScope;
+}
+
+function consumerOf(k: ApiKey): Consumer {
+  if (k.scope === undefined) return { name: k.name };
+  const { accounts, channels, kinds } = k.scope;
+  return {
+    name: k.name,
+    scope: {
+      ...(accounts === undefined ? {} : { accounts: new Set(accounts) }),
+      ...(channels === undefined ? {} : { channels: new Set(channels) }),
+      ...(kinds === undefined ? {} : { kinds: new Set(kinds) }),
+    },
+  };
 }
 
 /**
  * Checks `Authorization: Bearer <key>` against the configured keys. Keys are compared as SHA-256 digests
- * with timingSafeEqual, and every key is compared, so timing reveals neither a key nor which one matched.
+ * with timingSafeEqual (a key configured as `keySha256` is kept only as its digest), and every key is
+ * compared, so timing reveals neither a key nor which one matched.
  */
 export class ApiKeyAuth {
-  private readonly digests: ReadonlyArray<{ name: string; digest: Buffer }>;
+  private readonly digests: ReadonlyArray<{ consumer: Consumer; digest: Buffer }>;
 
   constructor(keys: readonly ApiKey[]) {
-    this.digests = keys.map((k) => ({ name: k.name, digest: sha256(k.key) }));
+    this.digests = keys.map((k) => ({
+      consumer: consumerOf(k),
+      digest: k.keySha256 !== undefined ? Buffer.from(k.keySha256, 'hex') : sha256(k.key),
+    }));
   }
 
   /** The consumer whose key this is, or undefined. */
@@ -26,7 +53,7 @@ export class ApiKeyAuth {
     const digest = sha256(presented);
     let match: Consumer | undefined;
     for (const k of this.digests) {
-      if (timingSafeEqual(k.digest, digest) && match === undefined) match = { name: k.name };
+      if (timingSafeEqual(k.digest, digest) && match === undefined) match = k.consumer;
     }
     return match;
   }

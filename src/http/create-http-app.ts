@@ -7,6 +7,11 @@ import type { ChannelTokenService } from '../service/channel-token-service.js';
 import { ApiKeyAuth } from './api-key-auth.js';
 import { errorMiddleware, notFound } from './error-middleware.js';
 import { channelRoutes } from './routes/channel-routes.js';
+import { tokenKindRoutes } from './routes/token-kind-routes.js';
+import type { CommonTokenService } from '../service/common-token-service.js';
+import type { DisposableTokenService } from '../service/disposable-token-service.js';
+import type { ViewerTokenService } from '../service/viewer-token-service.js';
+import type { WatchUrlService } from '../service/watch-url-service.js';
 import { opsRoutes, type ReadinessCheck } from './routes/ops-routes.js';
 
 /** Largest JSON body accepted; anything larger is 413 before it is parsed. */
@@ -14,11 +19,21 @@ export const MAX_BODY_BYTES = 16 * 1024;
 
 export interface HttpAppDeps {
   /** Absent on a worker-only replica: it serves health and metrics only. */
-  channels?: { service: ChannelTokenService; accounts: AccountRegistry; auth: ApiKeyAuth };
+  channels?: {
+    service: ChannelTokenService;
+    disposable: DisposableTokenService;
+    viewerTokens: ViewerTokenService;
+    commonTokens: CommonTokenService;
+    watchUrls: WatchUrlService;
+    accounts: AccountRegistry;
+    auth: ApiKeyAuth;
+  };
   readiness: ReadinessCheck;
   registry: Registry;
   metrics: BrokerMetrics;
   logger: Logger;
+  /** false when BROKER_ADMIN_PORT is set: /metrics is then served on the admin port only. */
+  serveMetrics?: boolean;
 }
 
 /** Builds the express app without listening (the composition root owns the server). */
@@ -28,16 +43,17 @@ export function createHttpApp(deps: HttpAppDeps): Express {
   app.set('etag', false);
   app.set('query parser', 'simple');
 
-  app.use(opsRoutes({ readiness: deps.readiness, registry: deps.registry }));
+  app.use(opsRoutes({ readiness: deps.readiness, registry: deps.registry, metrics: deps.serveMetrics !== false }));
 
   if (deps.channels !== undefined) {
-    const { service, accounts, auth } = deps.channels;
+    const { service, disposable, viewerTokens, commonTokens, watchUrls, accounts, auth } = deps.channels;
     const v1 = express.Router();
     v1.use(auth.middleware());
     v1.use(express.json({ limit: MAX_BODY_BYTES, strict: true }));
-    const routes = channelRoutes({ service, accounts, metrics: deps.metrics });
-    v1.use('/channels', routes);
-    v1.use('/accounts/:account/channels', routes);
+    const routes = channelRoutes({ service, disposable, accounts, metrics: deps.metrics });
+    const kinds = tokenKindRoutes({ accounts, metrics: deps.metrics, viewerTokens, commonTokens, watchUrls });
+    v1.use('/channels', routes, kinds);
+    v1.use('/accounts/:account/channels', routes, kinds);
     app.use('/v1', v1);
   }
 

@@ -23,6 +23,12 @@ export const REDACT_PATHS = [
   'req.headers.authorization',
   'req.headers.cookie',
   'headers.authorization',
+  // ioredis errors carry the command's arguments: AUTH's password, a token passed to a Lua script.
+  'command.args',
+  '*.command.args',
+  'err.cause.command.args',
+  'password',
+  '*.password',
 ];
 
 /** The broker's root logger: JSON lines on stdout (or the given stream), secrets redacted. */

@@ -2,6 +2,7 @@ import type { Clock } from '../lib/clock.js';
 import type { AccountRegistry } from '../service/account-registry.js';
 import type { ChannelTokenService } from '../service/channel-token-service.js';
 import { isServable, refreshDueAt } from '../service/refresh-timing.js';
+import type { WatchUrlService } from '../service/watch-url-service.js';
 import type { TokenStore } from '../store/token-store.js';
 import type { RefreshQueue } from './refresh-queue.js';
 
@@ -20,6 +21,8 @@ export async function reconcile(deps: {
   store: TokenStore;
   queue: RefreshQueue;
   clock: Clock;
+  /** Present when watch-URL pools are on: every warm channel's pool gets a top-up request. */
+  watchUrls?: WatchUrlService | undefined;
 }): Promise<ReconcileResult> {
   const { accounts, service, store, queue, clock } = deps;
   let warm = 0;
@@ -28,6 +31,9 @@ export async function reconcile(deps: {
     for (const channelId of account.channels) await store.addWarm(account.appId, channelId);
     for await (const batch of store.scanWarm(account.appId)) {
       warm += batch.length;
+      if (deps.watchUrls !== undefined) {
+        await Promise.all(batch.map((ch) => queue.requestPoolRefill(account.appId, ch)));
+      }
       const missing = (
         await Promise.all(batch.map(async (ch) => ((await queue.has(account.appId, ch)) ? null : ch)))
       ).filter((ch): ch is string => ch !== null);

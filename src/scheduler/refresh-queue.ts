@@ -2,16 +2,23 @@ import { Queue, type ConnectionOptions } from 'bullmq';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
 import type { RefreshScheduler } from '../service/channel-token-service.js';
+import type { PoolRefillScheduler } from '../service/watch-url-service.js';
 
 export const REFRESH_QUEUE = 'refresh';
 export const REFRESH_JOB = 'refresh';
 export const RECONCILE_JOB = 'reconcile';
+export const POOL_REFILL_JOB = 'watch-url-pool';
 
 export interface RefreshJobData {
   appId: string;
   channelId: string;
   /** Consecutive failed attempts, for the backoff. */
   failures?: number;
+}
+
+/** At most one pending watch-URL pool refill per channel. */
+export function poolRefillJobId(appId: string, channelId: string): string {
+  return `pool-${appId}-${channelId}`;
 }
 
 /** One job per warm channel, deduplicated by this id (BullMQ forbids ':' in custom ids). */
@@ -23,7 +30,7 @@ export function refreshJobId(appId: string, channelId: string): string {
  * The BullMQ side of scheduling: exactly one delayed job per warm channel, moved to the new due time when a
  * fresh token arrives. Job data holds IDs only, never a secret or a token.
  */
-export class RefreshQueue implements RefreshScheduler {
+export class RefreshQueue implements RefreshScheduler, PoolRefillScheduler {
   readonly queue: Queue<RefreshJobData>;
   private readonly clock: Clock;
   private readonly logger: Logger;
@@ -76,6 +83,11 @@ export class RefreshQueue implements RefreshScheduler {
   /** Whether a refresh job exists for the channel (in any state). */
   async has(appId: string, channelId: string): Promise<boolean> {
     return (await this.queue.getJob(refreshJobId(appId, channelId))) !== undefined;
+  }
+
+  /** Queues a watch-URL pool top-up; a refill already waiting makes this a no-op (job id dedupe). */
+  async requestPoolRefill(appId: string, channelId: string): Promise<void> {
+    await this.queue.add(POOL_REFILL_JOB, { appId, channelId }, { jobId: poolRefillJobId(appId, channelId) });
   }
 
   /** Keeps the repeatable reconcile job in place; idempotent, so every worker may call it often. */

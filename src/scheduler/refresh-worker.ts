@@ -3,10 +3,11 @@ import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
 import type { AccountRegistry } from '../service/account-registry.js';
 import type { ChannelTokenService } from '../service/channel-token-service.js';
+import type { WatchUrlService } from '../service/watch-url-service.js';
 import type { TokenStore } from '../store/token-store.js';
 import { reconcile } from './reconcile.js';
 import { processRefresh } from './refresh-processor.js';
-import { RECONCILE_JOB, REFRESH_QUEUE, type RefreshJobData, type RefreshQueue } from './refresh-queue.js';
+import { POOL_REFILL_JOB, RECONCILE_JOB, REFRESH_QUEUE, type RefreshJobData, type RefreshQueue } from './refresh-queue.js';
 
 export interface RefreshWorkerOptions {
   connection: ConnectionOptions;
@@ -19,6 +20,8 @@ export interface RefreshWorkerOptions {
   queue: RefreshQueue;
   clock: Clock;
   logger: Logger;
+  /** Present when watch-URL pools are on (BROKER_WATCH_URL_POOL > 0). */
+  watchUrls?: WatchUrlService | undefined;
 }
 
 /**
@@ -77,9 +80,22 @@ export class RefreshWorker {
     }
   }
 
+  /** Tops up a warm channel's watch-URL pool; channels that are not warm get no pool. */
+  private async refillPool(data: RefreshJobData): Promise<void> {
+    const account = this.o.accounts.byAppId(data.appId);
+    if (this.o.watchUrls === undefined || account === undefined) return;
+    if (!(await this.o.store.isWarm(account.appId, data.channelId))) return;
+    const minted = await this.o.watchUrls.refill(account, data.channelId);
+    if (minted > 0) this.o.logger.info({ channelId: data.channelId, minted }, 'watch URL pool refilled');
+  }
+
   private async process(job: Job<RefreshJobData>, token: string | undefined): Promise<void> {
     if (job.name === RECONCILE_JOB) {
       await this.runReconcile();
+      return;
+    }
+    if (job.name === POOL_REFILL_JOB) {
+      await this.refillPool(job.data);
       return;
     }
     const { store, clock, logger } = this.o;

@@ -6,6 +6,7 @@ import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import type { PolyvClient } from '../polyv/polyv-client.js';
 import type { CallBudget } from '../store/call-budget.js';
 import type { CachedToken, ChannelStatus, TokenStore } from '../store/token-store.js';
+import type { LocalTokenCache } from './local-token-cache.js';
 import { isRefreshDue, isServable, refreshDueAt, type TimingPolicy } from './refresh-timing.js';
 
 /** Schedules the proactive refresh of a warm channel; implemented on BullMQ by the scheduler layer. */
@@ -47,11 +48,14 @@ export interface ChannelTokenServiceOptions {
   refreshBeforeSeconds: number;
   minTtlSeconds: number;
   rejectedChannelTtlSeconds: number;
+  /** Get-channel-token calls per channel and rolling hour, unless the account sets `budgets.channelTokenPerHour`. */
   channelBudgetPerHour: number;
   /** How long a refresh may hold the channel lock (longer than one PolyV call plus one re-signed retry). */
   lockTtlMs: number;
   /** How often a replica waiting for another's refresh looks again. */
   waitPollMs?: number;
+  /** In-process cache in front of token reads for serving (absent: every read goes to Redis). */
+  localCache?: LocalTokenCache;
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -77,12 +81,26 @@ export class ChannelTokenService {
 
   /** The current token if it has at least the minimum TTL left; otherwise fetches one (single-flight). */
   async getToken(account: PolyvAccount, channelId: string): Promise<ServedToken> {
+    const local = this.peekToken(account, channelId);
+    if (local !== undefined) return local;
+    const mark = this.o.localCache?.mark() ?? 0;
     const cached = await this.o.store.read(account.appId, channelId);
     if (cached !== null && isServable(cached.expireTime, this.o.clock.now(), this.policy)) {
+      this.o.localCache?.fill(account.appId, channelId, cached, mark);
       return this.served(channelId, cached, 'hit');
     }
     const fresh = await this.refreshWhen(account, channelId, 'miss', (cur) => cur === null || !this.servableNow(cur));
     return this.served(channelId, fresh, 'miss');
+  }
+
+  /**
+   * The token from the in-process cache, synchronously, if it holds a servable one (counted as a hit);
+   * otherwise undefined and nothing is counted. The HTTP fast path answers from this alone.
+   */
+  peekToken(account: PolyvAccount, channelId: string): ServedToken | undefined {
+    const cached = this.o.localCache?.get(account.appId, channelId);
+    if (cached === undefined || !isServable(cached.expireTime, this.o.clock.now(), this.policy)) return undefined;
+    return this.served(channelId, cached, 'hit');
   }
 
   /**
@@ -151,7 +169,7 @@ export class ChannelTokenService {
       lastRefreshAt: status.lastRefreshAt ?? null,
       nextRefreshAt: warm ? (status.nextRefreshAt ?? null) : null,
       callsLastHour: calls,
-      budgetPerHour: this.o.channelBudgetPerHour,
+      budgetPerHour: account.budgets?.channelTokenPerHour ?? this.o.channelBudgetPerHour,
       lastError: status.lastError ?? null,
     };
   }
@@ -268,7 +286,7 @@ export class ChannelTokenService {
       let attempt = 0;
       for (;;) {
         attempt += 1;
-        const { slot } = await this.takeBudget(appId, channelId);
+        const { slot } = await this.takeBudget(account, channelId);
         try {
           const data = await this.o.polyv.getChannelToken(account, { channelId, expireSeconds: this.o.expireSeconds });
           const now = clock.now();
@@ -302,9 +320,9 @@ export class ChannelTokenService {
     }
   }
 
-  private async takeBudget(appId: string, channelId: string) {
+  private async takeBudget(account: PolyvAccount, channelId: string) {
     try {
-      return await this.o.budget.take(appId, channelId, this.o.channelBudgetPerHour);
+      return await this.o.budget.take(account.appId, channelId, this.o.channelBudgetPerHour);
     } catch (err) {
       if (err instanceof BudgetExhaustedError) this.o.metrics.budgetRefusals.inc({ scope: err.scope });
       throw err;

@@ -27,7 +27,7 @@ export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot>
   const now = d.clock.now();
   let warmChannels = 0;
   let staleChannels = 0;
-  let maxUsed = 0;
+  let maxRatio = 0;
   const channels: Array<StateSnapshot['channels'][number]> = [];
   try {
     for (const account of d.accounts.all) {
@@ -40,7 +40,7 @@ export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot>
           const expireTime = expiries[i] ?? null;
           const calls = used[i] ?? 0;
           warmChannels += 1;
-          maxUsed = Math.max(maxUsed, calls);
+          maxRatio = Math.max(maxRatio, calls / (account.budgets?.channelTokenPerHour ?? d.channelBudgetPerHour));
           if (expireTime === null || now > expireTime - d.timing.refreshBeforeMs + STALE_GRACE_MS) staleChannels += 1;
           if (channels.length < d.maxLabeledChannels) {
             channels.push({
@@ -65,7 +65,7 @@ export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot>
       globalCallsLast10s: globalCalls,
       globalLimitPer10s: d.globalLimitPer10s,
       channelBudgetPerHour: d.channelBudgetPerHour,
-      maxBudgetUsedRatio: maxUsed / d.channelBudgetPerHour,
+      maxBudgetUsedRatio: maxRatio,
       channels,
     };
   } catch {

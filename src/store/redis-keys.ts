@@ -38,6 +38,31 @@ export class RedisKeys {
     return `${this.channel(appId, channelId)}:rejected`;
   }
 
+  /** String (JSON {token, expireTime}): a viewer's watch-API token, per profile digest; expires with it. */
+  watchToken(appId: string, channelId: string, profileDigest: string): string {
+    return `${this.channel(appId, channelId)}:watch-token:${profileDigest}`;
+  }
+
+  /** String (JSON {token, mediaChannelKey, fetchedAt, expireTime}): the deprecated common token. */
+  commonToken(appId: string, channelId: string): string {
+    return `${this.channel(appId, channelId)}:common-token`;
+  }
+
+  /** List of pre-minted single-use watch-page URLs (JSON {url, mintedAt, expireTime}), oldest first. */
+  watchUrlPool(appId: string, channelId: string): string {
+    return `${this.channel(appId, channelId)}:watch-urls`;
+  }
+
+  /** String: owner of the single-flight lock guarding `resourceKey` (a key built above), with a PX expiry. */
+  lockFor(resourceKey: string): string {
+    return `${resourceKey}:lock`;
+  }
+
+  /** String (JSON error): the last failure of the fetch guarded by that lock, read by replicas that waited on it. */
+  failureFor(resourceKey: string): string {
+    return `${resourceKey}:failure`;
+  }
+
   /** Set of the account's warm channel IDs. */
   warm(appId: string): string {
     return `${this.prefix}:{${appId}}:warm`;

@@ -1,5 +1,5 @@
 import type { Redis, Cluster, Result } from 'ioredis';
-import { RELEASE_LOCK_LUA, TAKE_SLOT_LUA, WRITE_TOKEN_LUA } from './scripts.js';
+import { POP_FRESH_LUA, RELEASE_LOCK_LUA, TAKE_SLOT_LUA, TRIM_STALE_LUA, WRITE_TOKEN_LUA } from './scripts.js';
 
 export type RedisClient = Redis | Cluster;
 
@@ -15,6 +15,8 @@ declare module 'ioredis' {
     ): Result<number, Context>;
     ptbTakeSlot(windowKey: string, counterKey: string, now: number, windowMs: number, limit: number): Result<number[], Context>;
     ptbReleaseLock(lockKey: string, owner: string): Result<number, Context>;
+    ptbPopFresh(poolKey: string, minMintedAt: number): Result<string | null, Context>;
+    ptbTrimStale(poolKey: string, minMintedAt: number): Result<number, Context>;
   }
 }
 
@@ -26,6 +28,8 @@ export function defineScripts(redis: RedisClient): RedisClient {
   redis.defineCommand('ptbWriteToken', { numberOfKeys: 2, lua: WRITE_TOKEN_LUA });
   redis.defineCommand('ptbTakeSlot', { numberOfKeys: 2, lua: TAKE_SLOT_LUA });
   redis.defineCommand('ptbReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK_LUA });
+  redis.defineCommand('ptbPopFresh', { numberOfKeys: 1, lua: POP_FRESH_LUA });
+  redis.defineCommand('ptbTrimStale', { numberOfKeys: 1, lua: TRIM_STALE_LUA });
   defined.add(redis);
   return redis;
 }

@@ -49,3 +49,31 @@ export const RELEASE_LOCK_LUA = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 `;
+
+/**
+ * Hands out the oldest pooled watch URL that is still fresh, dropping stale ones on the way. LPOP is atomic,
+ * so each URL goes to exactly one caller across all replicas.
+ * Entries are `<mintedAt>:<payload>`. KEYS: pool list. ARGV: minimum mintedAt (ms). Returns the entry or nil.
+ */
+export const POP_FRESH_LUA = `
+local minted = tonumber(ARGV[1])
+while true do
+  local v = redis.call('LPOP', KEYS[1])
+  if not v then return false end
+  local at = tonumber(string.match(v, '^(%d+):'))
+  if at and at >= minted then return v end
+end
+`;
+
+/** Drops stale entries from the head of a pool (oldest first) and returns its length. KEYS: pool. ARGV: min mintedAt. */
+export const TRIM_STALE_LUA = `
+local minted = tonumber(ARGV[1])
+while true do
+  local v = redis.call('LINDEX', KEYS[1], 0)
+  if not v then break end
+  local at = tonumber(string.match(v, '^(%d+):'))
+  if at and at >= minted then break end
+  redis.call('LPOP', KEYS[1])
+end
+return redis.call('LLEN', KEYS[1])
+`;

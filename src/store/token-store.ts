@@ -1,6 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import type { Logger } from '../lib/logger.js';
 import type { RedisKeys } from './redis-keys.js';
 import { defineScripts, type RedisClient } from './redis-scripts.js';
+import { TokenCipher } from './token-cipher.js';
+import { formatTokenEvent } from './token-events.js';
 
 /** A channel token as cached in Redis. */
 export interface CachedToken {
@@ -39,17 +42,25 @@ function num(value: string | undefined): number | undefined {
 export class TokenStore {
   private readonly redis: RedisClient;
   private readonly keys: RedisKeys;
+  /** Encrypts tokens at rest when a key is configured (see token-cipher.ts); plain text otherwise. */
+  private readonly cipher: TokenCipher;
+  private readonly logger: Logger | undefined;
+  private readonly unreadableLoggedAt = new Map<string, number>();
+  private readonly tokenChangeListeners: Array<(appId: string, channelId: string) => void> = [];
 
-  constructor(options: { redis: RedisClient; keys: RedisKeys }) {
+  constructor(options: { redis: RedisClient; keys: RedisKeys; cipher?: TokenCipher; logger?: Logger }) {
     this.redis = defineScripts(options.redis);
     this.keys = options.keys;
+    this.cipher = options.cipher ?? new TokenCipher();
+    this.logger = options.logger;
   }
 
   async read(appId: string, channelId: string): Promise<CachedToken | null> {
-    const h = await this.redis.hgetall(this.keys.token(appId, channelId));
+    const tokenKey = this.keys.token(appId, channelId);
+    const h = await this.redis.hgetall(tokenKey);
     const expireTime = num(h['expireTime']);
     const version = num(h['version']);
-    const token = h['token'];
+    const token = this.openToken(tokenKey, h['token'], appId, channelId);
     if (token === undefined || token === '' || expireTime === undefined || version === undefined) return null;
     return { token, expireTime, version, fetchedAt: num(h['fetchedAt']) ?? 0 };
   }
@@ -69,11 +80,32 @@ export class TokenStore {
       this.keys.token(appId, channelId),
       this.keys.status(appId, channelId),
       token.version,
-      token.token,
+      this.cipher.seal(token.token, this.keys.token(appId, channelId)),
       token.expireTime,
       token.fetchedAt,
     );
-    return written === 1;
+    if (written !== 1) return false;
+    await this.announceTokenChange(appId, channelId);
+    return true;
+  }
+
+  /** Decrypts a stored token; one that cannot be decrypted counts as absent (fetched again) and is logged without its content. */
+  private openToken(tokenKey: string, stored: string | undefined, appId: string, channelId: string): string | undefined {
+    if (stored === undefined || stored === '') return undefined;
+    const opened = this.cipher.open(stored, tokenKey);
+    if (opened.ok) return opened.plaintext;
+    const now = Date.now();
+    if (now - (this.unreadableLoggedAt.get(tokenKey) ?? 0) >= 60_000) {
+      if (this.unreadableLoggedAt.size >= 10_000) this.unreadableLoggedAt.clear();
+      this.unreadableLoggedAt.set(tokenKey, now);
+      this.logger?.warn(
+        { appId, channelId, keyId: opened.keyId, reason: opened.reason },
+        opened.reason === 'unknown_key'
+          ? 'cached token is encrypted with a key that is not configured (BROKER_ENCRYPTION_KEY / BROKER_ENCRYPTION_OLD_KEYS); treating it as absent'
+          : 'cached token does not decrypt (wrong key, altered, or copied from another key); treating it as absent',
+      );
+    }
+    return undefined;
   }
 
   async readStatus(appId: string, channelId: string): Promise<ChannelStatus> {
@@ -162,5 +194,25 @@ export class TokenStore {
   async forget(appId: string, channelId: string): Promise<void> {
     await this.redis.del(this.keys.token(appId, channelId));
     await this.redis.hdel(this.keys.status(appId, channelId), 'nextRefreshAt', 'lastErrorCode', 'lastErrorMessage', 'lastErrorAt', 'lastErrorRetryAfterMs');
+    await this.announceTokenChange(appId, channelId);
+  }
+
+  /** Calls `listener` synchronously whenever this process replaces or forgets a channel's token. */
+  onTokenChange(listener: (appId: string, channelId: string) => void): void {
+    this.tokenChangeListeners.push(listener);
+  }
+
+  /**
+   * The one place a token change is announced: to this process's listeners at once, and to every replica on
+   * the `events()` pub/sub channel (their local caches drop the channel). A failed publish is logged, not
+   * thrown: the token is written, and other replicas' entries expire after their max age anyway.
+   */
+  private async announceTokenChange(appId: string, channelId: string): Promise<void> {
+    for (const listener of this.tokenChangeListeners) listener(appId, channelId);
+    try {
+      await this.redis.publish(this.keys.events(), formatTokenEvent(appId, channelId));
+    } catch (err) {
+      this.logger?.warn({ appId, channelId, err: (err as Error).message }, 'could not announce a token change on pub/sub');
+    }
   }
 }

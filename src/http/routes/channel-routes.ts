@@ -1,34 +1,20 @@
-import { Router, type Request, type Response } from 'express';
-import { CHANNEL_ID_RE } from '../../config/env-schema.js';
-import type { PolyvAccount } from '../../config/config.js';
+import { Router, type Response } from 'express';
+import { accountOf, channelIdOf } from '../route-params.js';
+import { authorize, mayAccess } from '../authorize.js';
 import { BrokerError, RequestError } from '../../errors/broker-error.js';
 import type { BrokerMetrics } from '../../metrics/broker-metrics.js';
 import type { AccountRegistry } from '../../service/account-registry.js';
 import type { ChannelTokenService, ServedToken } from '../../service/channel-token-service.js';
+import type { DisposableTokenService } from '../../service/disposable-token-service.js';
 
 export interface ChannelRoutesDeps {
   service: ChannelTokenService;
+  disposable: DisposableTokenService;
   accounts: AccountRegistry;
   metrics: BrokerMetrics;
 }
 
 const MAX_TOKEN_LENGTH = 4096;
-
-function channelIdOf(req: Request): string {
-  const id = req.params['channelId'];
-  if (typeof id !== 'string' || !CHANNEL_ID_RE.test(id)) {
-    throw new RequestError('invalid_channel_id', 'channelId must be 1-20 digits');
-  }
-  return id;
-}
-
-function accountOf(req: Request, accounts: AccountRegistry): PolyvAccount {
-  const name = req.params['account'];
-  if (name === undefined) return accounts.defaultAccount;
-  const account = typeof name === 'string' ? accounts.named(name) : undefined;
-  if (account === undefined) throw new BrokerError('not_found', `unknown account: ${String(name).slice(0, 64)}`);
-  return account;
-}
 
 function tokenBody(t: ServedToken) {
   return { channelId: t.channelId, channelToken: t.channelToken, expireTime: t.expireTime };
@@ -59,14 +45,27 @@ export function channelRoutes(deps: ChannelRoutesDeps): Router {
 
   router.get('/', async (req, res) => {
     const account = accountOf(req, accounts);
-    res.json({ account: account.name, channels: await service.list(account) });
+    // 403 without the account or the `channel` kind in scope; otherwise only the channels in scope are listed.
+    authorize(res, { account, kind: 'channel' });
+    const channels = (await service.list(account)).filter((c) => mayAccess(res, { account, channelId: c.channelId, kind: 'channel' }));
+    res.json({ account: account.name, channels });
   });
 
   router.get('/:channelId/token', async (req, res) => {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
-    if (req.query['disposable'] !== undefined && req.query['disposable'] !== 'false') {
-      throw new RequestError('invalid_request', 'disposable tokens are not supported by this broker yet');
+    authorize(res, { account, channelId, kind: 'channel' });
+    const disposable = req.query['disposable'];
+    if (disposable === 'true') {
+      const stop = metrics.serveDuration.startTimer({ kind: 'channel', outcome: 'disposable' });
+      const issued = await deps.disposable.issue(account, channelId);
+      stop();
+      res.setHeader('Cache-Control', 'no-store');
+      res.json({ ...issued, disposable: true });
+      return;
+    }
+    if (disposable !== undefined && disposable !== 'false') {
+      throw new RequestError('invalid_request', 'disposable must be true or false');
     }
     await timed(res, () => service.getToken(account, channelId));
   });
@@ -74,6 +73,7 @@ export function channelRoutes(deps: ChannelRoutesDeps): Router {
   router.post('/:channelId/token/refresh', async (req, res) => {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
+    authorize(res, { account, channelId, kind: 'channel' });
     const body: unknown = req.body;
     const rejected = typeof body === 'object' && body !== null ? (body as Record<string, unknown>)['rejectedToken'] : undefined;
     if (typeof rejected !== 'string' || rejected === '' || rejected.length > MAX_TOKEN_LENGTH) {
@@ -88,12 +88,14 @@ export function channelRoutes(deps: ChannelRoutesDeps): Router {
   router.put('/:channelId', async (req, res) => {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
+    authorize(res, { account, channelId, kind: 'channel' });
     res.json(await service.warm(account, channelId));
   });
 
   router.delete('/:channelId', async (req, res) => {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
+    authorize(res, { account, channelId, kind: 'channel' });
     await service.unwarm(account, channelId);
     res.status(204).end();
   });
@@ -101,6 +103,7 @@ export function channelRoutes(deps: ChannelRoutesDeps): Router {
   router.get('/:channelId', async (req, res) => {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
+    authorize(res, { account, channelId, kind: 'channel' });
     res.json(await service.describe(account, channelId));
   });
 

@@ -6,8 +6,11 @@ export interface ReadinessCheck {
   check(): Promise<Record<string, string>>;
 }
 
-/** `/healthz` (the process is alive), `/readyz` (its dependencies are), `/metrics` (Prometheus text). */
-export function opsRoutes(deps: { readiness: ReadinessCheck; registry: Registry }): Router {
+/**
+ * `/healthz` (the process is alive), `/readyz` (its dependencies are), `/metrics` (Prometheus text; left out
+ * with `metrics: false`, when the admin port serves it).
+ */
+export function opsRoutes(deps: { readiness: ReadinessCheck; registry: Registry; metrics?: boolean }): Router {
   const router = Router();
   router.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
@@ -17,9 +20,11 @@ export function opsRoutes(deps: { readiness: ReadinessCheck; registry: Registry 
     const ready = Object.values(checks).every((v) => v === 'ok');
     res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not_ready', checks });
   });
-  router.get('/metrics', async (_req, res) => {
-    res.setHeader('Content-Type', deps.registry.contentType);
-    res.send(await deps.registry.metrics());
-  });
+  if (deps.metrics !== false) {
+    router.get('/metrics', async (_req, res) => {
+      res.setHeader('Content-Type', deps.registry.contentType);
+      res.send(await deps.registry.metrics());
+    });
+  }
   return router;
 }

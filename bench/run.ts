@@ -1,0 +1,339 @@
+/**
+ * `npm run bench`: every figure of BENCHMARKS.md next to a baseline measured in the same run.
+ *
+ *   npm run bench                                   # everything (about 6 minutes on 2 cores)
+ *   npm run bench -- --only=serve,latency           # some sections: serve, latency, cold, scale, cluster
+ *   npm run bench -- --channels=20000 --seconds=5   # a smaller scheduler run, shorter load runs
+ *
+ * It starts its own redis-server (startRedisServer, loopback, no persistence), the PolyV simulator and every
+ * server under test as child processes on 127.0.0.1, and stops them all when it ends, whatever happens
+ * (a hard limit of 9.5 minutes included).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
+import { request, Agent } from 'undici';
+import { freePort, startRedisServer, type RedisServerHandle } from '../src/infra/redis-server.js';
+import { systemClock } from '../src/lib/clock.js';
+import { createLogger } from '../src/lib/logger.js';
+import { BrokerMetrics } from '../src/metrics/broker-metrics.js';
+import { PolyvClient } from '../src/polyv/polyv-client.js';
+import { refreshJobId } from '../src/scheduler/refresh-queue.js';
+import { RedisKeys } from '../src/store/redis-keys.js';
+import type { OpenLoopResult } from './open-loop.js';
+import { BENCH_API_KEY, BENCH_APP_ID, BENCH_APP_SECRET, Child, autocannon, brokerEnv, quantile, sleep, sortNumbers, waitForHttp } from './support.js';
+
+const { values: argv } = parseArgs({
+  options: {
+    only: { type: 'string', default: 'serve,latency,cold,scale,cluster' },
+    seconds: { type: 'string', default: '8' },
+    channels: { type: 'string', default: '100000' },
+    rate: { type: 'string', default: '5000' },
+  },
+});
+const SECTIONS = new Set((argv.only ?? '').split(','));
+const SECONDS = Number(argv.seconds);
+const CHANNELS = Number(argv.channels);
+const RATE = Number(argv.rate);
+const CONNECTIONS = 50;
+const AUTH = { authorization: `Bearer ${BENCH_API_KEY}` };
+const HARD_LIMIT_MS = 570_000;
+
+const dist = (file: string) => new URL(`./${file}`, import.meta.url);
+const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
+const log = (line: string) => process.stdout.write(`${line}\n`);
+
+interface Row {
+  figure: string;
+  value: string;
+  baseline: string;
+  ratio: string;
+  goal: string;
+  met: string;
+}
+const rows: Row[] = [];
+function row(figure: string, value: string, baseline: string, ratio: string, goal = '', met: boolean | undefined = undefined): void {
+  rows.push({ figure, value, baseline, ratio, goal, met: met === undefined ? '' : met ? 'yes' : 'NO' });
+  log(`  ${figure}: ${value}   baseline ${baseline}   ratio ${ratio}${goal === '' ? '' : `   goal ${goal}: ${met === true ? 'met' : met === false ? 'NOT met' : ''}`}`);
+}
+
+async function startServe(kind: 'bare' | 'broker', workers: number, env: Record<string, string>): Promise<{ child: Child; url: string }> {
+  const child = await Child.start(dist('serve.js'), [kind, String(workers)], env);
+  const { url } = child.info as { url: string };
+  await waitForHttp(`${url}/healthz`);
+  return { child, url };
+}
+
+/** A short unmeasured run first (JIT, connection set-up), then the measured one. */
+async function measureThroughput(url: string, headers: Record<string, string>) {
+  await autocannon(url, { connections: CONNECTIONS, seconds: 2, headers });
+  return autocannon(url, { connections: CONNECTIONS, seconds: SECONDS, headers });
+}
+
+async function getJson(url: string): Promise<{ status: number; text: string }> {
+  const res = await request(url, { headers: AUTH });
+  return { status: res.statusCode, text: await res.body.text() };
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  log(`polyv-token-broker bench — ${new Date().toISOString()}`);
+  log(`machine: ${availableParallelism()} CPUs (${cpus()[0]?.model ?? 'unknown'}), Node ${process.version}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  log(`settings: ${CONNECTIONS} connections, ${SECONDS} s per load run, open-loop ${RATE} req/s, ${CHANNELS} channels for the scheduler\n`);
+
+  const dir = mkdtempSync(join(tmpdir(), 'ptb-bench-'));
+  let redisServer: RedisServerHandle | undefined;
+  let redis: Redis | undefined;
+  try {
+    redisServer = await startRedisServer({ dir, appendOnly: false });
+    redisPid = redisServer.pid;
+    redis = new Redis(redisServer.url);
+    const sim = await Child.start(dist('sim-server.js'), [], {});
+    const simUrl = (sim.info as { url: string }).url;
+    const serveEnv = brokerEnv(redisServer.url, simUrl, { BROKER_ROLE: 'api', BROKER_REDIS_PREFIX: 'bench-serve' });
+    const tokenPath = '/v1/channels/1000001/token';
+
+    let body = '';
+    if (SECTIONS.has('serve') || SECTIONS.has('latency') || SECTIONS.has('cold') || SECTIONS.has('cluster')) {
+      const broker = await startServe('broker', 1, serveEnv);
+      const first = await getJson(`${broker.url}${tokenPath}`);
+      if (first.status !== 200) throw new Error(`the broker answered ${first.status}: ${first.text}`);
+      body = first.text;
+      const bare = await startServe('bare', 1, { PORT: '0', BENCH_BODY: body });
+      const check = await getJson(`${bare.url}${tokenPath}`);
+      if (check.text !== body) throw new Error('the bare server does not answer the same bytes');
+
+      if (SECTIONS.has('serve')) {
+        log('1. serve throughput: cached GET with auth, keep-alive, autocannon');
+        const b1 = await measureThroughput(`${bare.url}${tokenPath}`, AUTH);
+        const k1 = await measureThroughput(`${broker.url}${tokenPath}`, AUTH);
+        const b2 = await measureThroughput(`${bare.url}${tokenPath}`, AUTH);
+        const k2 = await measureThroughput(`${broker.url}${tokenPath}`, AUTH);
+        for (const r of [k1, k2]) if (r.non2xx > 0 || r.errors > 0) throw new Error(`broker answered ${r.non2xx} non-2xx, ${r.errors} errors`);
+        const bareRps = (b1.requestsPerSec + b2.requestsPerSec) / 2;
+        const brokerRps = (k1.requestsPerSec + k2.requestsPerSec) / 2;
+        log(`   runs: bare ${fmt(b1.requestsPerSec, 0)} / ${fmt(b2.requestsPerSec, 0)}, broker ${fmt(k1.requestsPerSec, 0)} / ${fmt(k2.requestsPerSec, 0)} req/s`);
+        row('serve throughput (req/s)', fmt(brokerRps, 0), `bare node:http ${fmt(bareRps, 0)}`, fmt(brokerRps / bareRps), '>= 0.5', brokerRps / bareRps >= 0.5);
+
+        const noCache = await startServe('broker', 1, { ...serveEnv, BROKER_LOCAL_CACHE_MAX_ENTRIES: '0' });
+        const n = await measureThroughput(`${noCache.url}${tokenPath}`, AUTH);
+        await noCache.child.stop();
+        row('  for reference: cache off, express + one Redis read (req/s)', fmt(n.requestsPerSec, 0), `bare ${fmt(bareRps, 0)}`, fmt(n.requestsPerSec / bareRps));
+      }
+
+      if (SECTIONS.has('latency')) {
+        log(`\n2. latency at a fixed ${RATE} req/s, open loop, ${CONNECTIONS} connections`);
+        const gen = await Child.start(dist('open-loop.js'), [], {});
+        const run = (url: string) =>
+          gen.request<OpenLoopResult>('run', { url, rate: RATE, seconds: SECONDS, warmupSeconds: 2, connections: CONNECTIONS, headers: AUTH });
+        const b = await run(`${bare.url}${tokenPath}`);
+        const k = await run(`${broker.url}${tokenPath}`);
+        await gen.stop();
+        if (k.non2xx > 0 || k.errors > 0) throw new Error(`broker answered ${k.non2xx} non-2xx, ${k.errors} errors`);
+        const d = (r: OpenLoopResult) => `p50 ${fmt(r.fromDueMs.p50, 3)} / p99 ${fmt(r.fromDueMs.p99, 3)} / p99.9 ${fmt(r.fromDueMs.p999, 3)} ms`;
+        const w = (r: OpenLoopResult) => `p50 ${fmt(r.fromWriteMs.p50, 3)} / p99 ${fmt(r.fromWriteMs.p99, 3)} ms`;
+        log(`   achieved ${fmt(k.achievedRate, 0)} req/s (broker), ${fmt(b.achievedRate, 0)} req/s (bare)`);
+        row('latency from due time', d(k), `bare ${d(b)}`, `p99 ${fmt(k.fromDueMs.p99 / b.fromDueMs.p99)}`, 'p99 <= 1 ms', k.fromDueMs.p99 <= 1);
+        row('  latency from socket write', w(k), `bare ${w(b)}`, `p99 ${fmt(k.fromWriteMs.p99 / b.fromWriteMs.p99)}`);
+      }
+
+      if (SECTIONS.has('cold')) {
+        log('\n3. cold miss: first read of a channel (budget, lock, PolyV call, write, schedule)');
+        const polyv = new PolyvClient({
+          baseUrl: simUrl,
+          timeoutMs: 5000,
+          connectTimeoutMs: 2000,
+          clock: systemClock,
+          logger: createLogger('silent'),
+          metrics: new BrokerMetrics({ defaultMetrics: false }),
+        });
+        const account = { name: 'default', appId: BENCH_APP_ID, appSecret: BENCH_APP_SECRET, channels: [] };
+        const agent = new Agent({ connections: 1 });
+        const timeGet = async (path: string) => {
+          const t0 = performance.now();
+          const res = await request(`${broker.url}${path}`, { headers: AUTH, dispatcher: agent });
+          await res.body.text();
+          if (res.statusCode !== 200) throw new Error(`cold read answered ${res.statusCode}`);
+          return performance.now() - t0;
+        };
+        const cold: number[] = [];
+        const rtt: number[] = [];
+        const hit: number[] = [];
+        const N = 200;
+        for (let i = 0; i < N + 20; i += 1) {
+          const t0 = performance.now();
+          await polyv.getChannelToken(account, { channelId: String(3_100_000 + i), expireSeconds: 3600 });
+          const r = performance.now() - t0;
+          const c = await timeGet(`/v1/channels/${3_000_000 + i}/token`);
+          const h = await timeGet(tokenPath);
+          if (i >= 20) {
+            rtt.push(r);
+            cold.push(c);
+            hit.push(h);
+          }
+        }
+        await polyv.close();
+        await agent.close();
+        const [sc, sr, sh] = [sortNumbers(cold), sortNumbers(rtt), sortNumbers(hit)];
+        const extra = quantile(sc, 0.5) - quantile(sr, 0.5);
+        log(`   ${N} cold reads: p50 ${fmt(quantile(sc, 0.5), 3)} ms, p90 ${fmt(quantile(sc, 0.9), 3)} ms; simulator round trip p50 ${fmt(quantile(sr, 0.5), 3)} ms, p90 ${fmt(quantile(sr, 0.9), 3)} ms; cached read p50 ${fmt(quantile(sh, 0.5), 3)} ms`);
+        row('cold miss minus one PolyV round trip (p50, ms)', fmt(extra, 3), `simulator round trip ${fmt(quantile(sr, 0.5), 3)} ms`, fmt(quantile(sc, 0.5) / quantile(sr, 0.5)), '< 2 ms', extra < 2);
+        row('  p90 cold minus p90 round trip (ms)', fmt(quantile(sc, 0.9) - quantile(sr, 0.9), 3), `cached read p50 ${fmt(quantile(sh, 0.5), 3)} ms`, '');
+      }
+
+      if (SECTIONS.has('cluster')) {
+        log('\n5. multi-core: the API in node:cluster, 2 processes vs 1');
+        await broker.child.stop();
+        const port = String(await freePort());
+        const one = await startServe('broker', 1, { ...serveEnv, PORT: port });
+        await getJson(`${one.url}${tokenPath}`);
+        const r1 = await measureThroughput(`${one.url}${tokenPath}`, AUTH);
+        await one.child.stop();
+        const two = await startServe('broker', 2, { ...serveEnv, PORT: port });
+        const r2 = await measureThroughput(`${two.url}${tokenPath}`, AUTH);
+        await two.child.stop();
+        const bareTwo = await startServe('bare', 2, { PORT: String(await freePort()), BENCH_BODY: body });
+        const bOne = await measureThroughput(`${bare.url}${tokenPath}`, AUTH);
+        const bTwo = await measureThroughput(`${bareTwo.url}${tokenPath}`, AUTH);
+        await bareTwo.child.stop();
+        row('API on 2 processes vs 1 (req/s)', `${fmt(r2.requestsPerSec, 0)} vs ${fmt(r1.requestsPerSec, 0)}`, `bare node:http 2 vs 1: ${fmt(bTwo.requestsPerSec, 0)} vs ${fmt(bOne.requestsPerSec, 0)} (x${fmt(bTwo.requestsPerSec / bOne.requestsPerSec)})`, fmt(r2.requestsPerSec / r1.requestsPerSec));
+      } else {
+        await broker.child.stop();
+      }
+      await bare.child.stop();
+    }
+
+    if (SECTIONS.has('scale')) await scale(redis, redisServer.url, simUrl, sim);
+    await sim.stop();
+  } finally {
+    Child.killAll();
+    await redis?.quit().catch(() => undefined);
+    await redisServer?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  log('\nsummary');
+  log('| figure | measured | baseline | ratio | goal | met |');
+  log('| --- | --- | --- | --- | --- | --- |');
+  for (const r of rows) log(`| ${r.figure} | ${r.value} | ${r.baseline} | ${r.ratio} | ${r.goal} | ${r.met} |`);
+  log(`\ndone in ${fmt((Date.now() - started) / 1000, 0)} s; load average now ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+}
+
+async function usedMemory(redis: Redis): Promise<number> {
+  const info = await redis.info('memory');
+  return Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 'NaN');
+}
+
+async function redisCpuSeconds(redis: Redis): Promise<number> {
+  const info = await redis.info('cpu');
+  return Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1] ?? 'NaN') + Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1] ?? 'NaN');
+}
+
+/**
+ * 4. Scheduler scale. (a) CHANNELS channels made warm through the production path with a 3600 s lifetime:
+ * Redis memory per warm channel. (b) With those jobs in the queue, a time-compressed set — 36 s tokens
+ * refreshed 3 s before expiry, the defaults 3600/300 divided by 100, jitter included — refreshed by a real
+ * worker under the real fleet-wide PolyV limit: timing error, calls per channel-hour, worker CPU.
+ */
+async function scale(redis: Redis, redisUrl: string, simUrl: string, sim: Child): Promise<void> {
+  log(`\n4. scheduler scale: ${CHANNELS} warm channels`);
+  const prefix = 'bench-scale';
+  const env = brokerEnv(redisUrl, simUrl, { BROKER_ROLE: 'api', BROKER_REDIS_PREFIX: prefix });
+  const seeder = await Child.start(dist('scale-seed.js'), [], env);
+  const mem0 = await usedMemory(redis);
+  const keys0 = await redis.dbsize();
+  const seeded = await seeder.request<{ ms: number; failures: number }>('seed', { from: 10_000_000, count: CHANNELS, concurrency: 200 });
+  const mem1 = await usedMemory(redis);
+  const keys1 = await redis.dbsize();
+  const perChannel = (mem1 - mem0) / CHANNELS;
+  log(`   warmed ${CHANNELS} channels in ${fmt(seeded.ms / 1000, 1)} s (${fmt(CHANNELS / (seeded.ms / 1000), 0)}/s, ${seeded.failures} failures); ${keys1 - keys0} keys`);
+  const k = new RedisKeys(prefix);
+  const ch = '10000000';
+  const usage = async (key: string) => Number(await redis.call('MEMORY', 'USAGE', key, 'SAMPLES', '0'));
+  const parts = {
+    token: await usage(k.token(BENCH_APP_ID, ch)),
+    status: await usage(k.status(BENCH_APP_ID, ch)),
+    budget: await usage(k.budget(BENCH_APP_ID, ch)),
+    job: await usage(`${k.bullPrefix()}:refresh:${refreshJobId(BENCH_APP_ID, ch)}`),
+  };
+  const shared = {
+    warm: (await usage(k.warm(BENCH_APP_ID))) / CHANNELS,
+    delayed: (await usage(`${k.bullPrefix()}:refresh:delayed`)) / CHANNELS,
+  };
+  log(`   per channel (MEMORY USAGE): token ${parts.token} B, status ${parts.status} B, budget ${parts.budget} B, BullMQ job ${parts.job} B; warm set ${fmt(shared.warm, 0)} B, delayed zset ${fmt(shared.delayed, 0)} B per member`);
+  row('Redis memory per warm channel (bytes, INFO used_memory delta)', fmt(perChannel, 0), '1 KiB = 1024', fmt(perChannel / 1024), '<= 1024', perChannel <= 1024);
+
+  // (b) the time-compressed refresh run
+  const N = 3000;
+  const E = 36;
+  const B = 3;
+  const cycleMs = (E - B) * 1000;
+  const worker = await Child.start(dist('scale-worker.js'), [], {
+    ...env,
+    BROKER_ROLE: 'worker',
+    BROKER_TOKEN_EXPIRE_SECONDS: String(E),
+    BROKER_REFRESH_BEFORE_SECONDS: String(B),
+    BROKER_MIN_TTL_SECONDS: '1',
+    BROKER_GLOBAL_LIMIT_PER_10S: '1500',
+    BROKER_RECONCILE_INTERVAL_SECONDS: '3600',
+  });
+  await sim.request('reset');
+  const t0 = Date.now();
+  log(`   refresh run: ${N} channels with ${E} s tokens refreshed ${B} s before expiry, made warm at ${fmt(N / (cycleMs / 1000), 0)}/s`);
+  await seeder.request('warm', { from: 20_000_000, count: N, ratePerSec: N / (cycleMs / 1000) });
+  // Steady state: from the first scheduled refresh on, two whole cycles.
+  const windowFrom = t0 + cycleMs;
+  const windowTo = windowFrom + 2 * cycleMs;
+  await sleep(Math.max(0, windowFrom - Date.now()));
+  const cpuA = await worker.request<NodeJS.CpuUsage>('cpu');
+  const redisCpuA = await redisCpuSeconds(redis);
+  await sleep(Math.max(0, windowTo - Date.now()));
+  const cpuB = await worker.request<NodeJS.CpuUsage>('cpu');
+  const redisCpuB = await redisCpuSeconds(redis);
+  await sleep(2000);
+  const counted = await sim.request<{ calls: number; channels: number }>('count', { from: windowFrom, to: windowTo, prefix: '2' });
+  const timing = await worker.request<{ count: number; p1: number; p50: number; p99: number; max: number; absP99: number }>('timing', { from: t0, to: windowTo });
+  await worker.stop();
+  await seeder.stop();
+
+  const compressedHours = (windowTo - windowFrom) / (E * 1000);
+  const perChannelHour = counted.calls / N / compressedHours;
+  const expected = 3600 / (3600 - 300 - 15);
+  const cpuMs = (cpuB.user - cpuA.user + cpuB.system - cpuA.system) / 1000;
+  log(`   ${timing.count} refresh jobs timed: error p1 ${fmt(timing.p1, 0)} ms, p50 ${fmt(timing.p50, 0)} ms, p99 ${fmt(timing.p99, 0)} ms, max ${fmt(timing.max, 0)} ms`);
+  log(`   steady window: ${counted.calls} PolyV calls for ${counted.channels} channels in ${fmt((windowTo - windowFrom) / 1000, 0)} s = ${fmt(compressedHours, 2)} compressed hours`);
+  row('refresh timing error |p99| (ms)', fmt(timing.absP99, 0), 'due time (nextRefreshAt)', '', '< 1000', timing.absP99 < 1000);
+  row('PolyV calls per channel-hour (3600/300, compressed x100)', fmt(perChannelHour, 3), `policy ${fmt(expected, 3)} = 3600 / (3600 - 300 - mean jitter 15)`, fmt(perChannelHour / expected), '<= 1.1', perChannelHour <= 1.1);
+  row('worker CPU per 1000 refreshes (ms)', fmt(cpuMs / (counted.calls / 1000), 0), `redis-server ${fmt(((redisCpuB - redisCpuA) * 1000) / (counted.calls / 1000), 0)} ms`, '');
+}
+
+let redisPid: number | undefined;
+function killEverything(): void {
+  Child.killAll();
+  if (redisPid !== undefined) process.kill(redisPid, 'SIGKILL');
+}
+const guard = setTimeout(() => {
+  process.stderr.write('bench: hard time limit reached, stopping everything\n');
+  killEverything();
+  process.exit(1);
+}, HARD_LIMIT_MS);
+guard.unref();
+process.once('SIGINT', () => {
+  killEverything();
+  process.exit(130);
+});
+
+main().then(
+  () => {
+    clearTimeout(guard);
+    process.exit(0);
+  },
+  (err: unknown) => {
+    process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    killEverything();
+    process.exit(1);
+  },
+);

@@ -1,0 +1,123 @@
+import { ENCRYPTION_KEY_BYTES, parseEncryptionKey } from '../store/token-cipher.js';
+import type { ParsedEnv } from './env-schema.js';
+
+export type ReadFile = (path: string) => string;
+
+/** The security-related part of the configuration: secrets that may come from files, Redis TLS, admin port. */
+export interface SecuritySettings {
+  /** BROKER_API_KEYS or the content of BROKER_API_KEYS_FILE, lines joined by commas ('' if unusable). */
+  readonly apiKeys: string;
+  readonly redisTls: { readonly ca: string | undefined };
+  readonly encryption: { readonly key: Buffer | undefined; readonly oldKeys: readonly Buffer[] };
+  readonly admin: { readonly port: number; readonly host: string } | undefined;
+}
+
+/**
+ * A secret given either directly (`NAME`) or as a file (`NAME_FILE`, container secrets), never both. The file
+ * is read whole and trimmed; problems name the variable and the path, never the content.
+ */
+export function readSecretVariable(
+  name: string,
+  direct: string | undefined,
+  file: string | undefined,
+  readFile: ReadFile,
+  problems: string[],
+): string | undefined {
+  if (direct !== undefined && file !== undefined) {
+    problems.push(`${name} and ${name}_FILE are both set: give exactly one`);
+    return undefined;
+  }
+  if (file === undefined) return direct;
+  let content: string;
+  try {
+    content = readFile(file).trim();
+  } catch (err) {
+    const reason = err instanceof Error && 'code' in err ? String(err.code) : 'unreadable';
+    problems.push(`${name}_FILE cannot be read (${reason}): ${file}`);
+    return undefined;
+  }
+  if (content === '') {
+    problems.push(`${name}_FILE is empty: ${file}`);
+    return undefined;
+  }
+  return content;
+}
+
+/** A list given one item per line or comma-separated; blank lines and `#` comment lines are ignored. */
+function listText(text: string): string {
+  return text
+    .split(/\r?\n/)
+    .map((line) => line.trim())
+    .filter((line) => line !== '' && !line.startsWith('#'))
+    .join(',');
+}
+
+const KEY_RULE = `must be ${ENCRYPTION_KEY_BYTES} bytes written as base64 or 64 hex digits (make one with: openssl rand -base64 32)`;
+
+function parseKeys(name: string, text: string | undefined, problems: string[]): Buffer[] {
+  if (text === undefined) return [];
+  const keys: Buffer[] = [];
+  listText(text)
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .forEach((item, index, all) => {
+      const key = parseEncryptionKey(item);
+      // The value itself is never echoed: it is a secret even when malformed.
+      if (key === undefined) problems.push(all.length > 1 ? `${name} entry ${index + 1} ${KEY_RULE}` : `${name} ${KEY_RULE}`);
+      else keys.push(key);
+    });
+  return keys;
+}
+
+/** Reads and validates the security settings; every problem goes to `problems`, naming its variable. */
+export function resolveSecuritySettings(e: ParsedEnv, readFile: ReadFile, problems: string[]): SecuritySettings {
+  const apiKeysText = readSecretVariable('BROKER_API_KEYS', e.BROKER_API_KEYS, e.BROKER_API_KEYS_FILE, readFile, problems);
+  const apiKeys = apiKeysText === undefined ? '' : e.BROKER_API_KEYS_FILE === undefined ? apiKeysText : listText(apiKeysText);
+
+  let ca: string | undefined;
+  if (e.REDIS_TLS_CA_FILE !== undefined) {
+    if (e.REDIS_URL === undefined || !e.REDIS_URL.startsWith('rediss://')) {
+      problems.push('REDIS_TLS_CA_FILE is set but REDIS_URL does not start with rediss://');
+    }
+    try {
+      ca = readFile(e.REDIS_TLS_CA_FILE);
+      if (!ca.includes('-----BEGIN CERTIFICATE-----')) {
+        problems.push(`REDIS_TLS_CA_FILE must hold PEM certificates (-----BEGIN CERTIFICATE-----): ${e.REDIS_TLS_CA_FILE}`);
+      }
+    } catch (err) {
+      const reason = err instanceof Error && 'code' in err ? String(err.code) : 'unreadable';
+      problems.push(`REDIS_TLS_CA_FILE cannot be read (${reason}): ${e.REDIS_TLS_CA_FILE}`);
+    }
+  }
+
+  const keyText = readSecretVariable(
+    'BROKER_ENCRYPTION_KEY',
+    e.BROKER_ENCRYPTION_KEY,
+    e.BROKER_ENCRYPTION_KEY_FILE,
+    readFile,
+    problems,
+  );
+  const [key, ...extra] = parseKeys('BROKER_ENCRYPTION_KEY', keyText, problems);
+  if (extra.length > 0) problems.push('BROKER_ENCRYPTION_KEY must be one key (earlier keys go in BROKER_ENCRYPTION_OLD_KEYS)');
+  const oldKeysText = readSecretVariable(
+    'BROKER_ENCRYPTION_OLD_KEYS',
+    e.BROKER_ENCRYPTION_OLD_KEYS,
+    e.BROKER_ENCRYPTION_OLD_KEYS_FILE,
+    readFile,
+    problems,
+  );
+  const oldKeys = parseKeys('BROKER_ENCRYPTION_OLD_KEYS', oldKeysText, problems);
+
+  let admin: SecuritySettings['admin'];
+  if (e.BROKER_ADMIN_PORT !== undefined) {
+    if (e.BROKER_ADMIN_PORT !== 0 && e.BROKER_ADMIN_PORT === e.PORT) {
+      problems.push(`BROKER_ADMIN_PORT must differ from PORT (both are ${e.PORT})`);
+    }
+    admin = { port: e.BROKER_ADMIN_PORT, host: e.BROKER_ADMIN_HOST ?? e.HOST };
+  } else if (e.BROKER_ADMIN_HOST !== undefined) {
+    problems.push('BROKER_ADMIN_HOST is set but BROKER_ADMIN_PORT is not');
+  }
+
+  return { apiKeys, redisTls: { ca }, encryption: { key, oldKeys }, admin };
+}

@@ -1,0 +1,42 @@
+import type { Response } from 'express';
+import type { PolyvAccount } from '../config/config.js';
+import { BrokerError } from '../errors/broker-error.js';
+import type { TokenKind } from '../metrics/broker-metrics.js';
+import type { Consumer } from './api-key-auth.js';
+
+/** What a request wants to read: a kind of token of one channel, or (no `channelId`) of an account as a whole. */
+export interface AccessTarget {
+  readonly account: PolyvAccount;
+  readonly channelId?: string;
+  readonly kind: TokenKind;
+}
+
+/** The authenticated consumer; only reachable behind the auth middleware, so a missing one is a bug. */
+function consumerOf(res: Response): Consumer {
+  const consumer = res.locals['consumer'] as Consumer | undefined;
+  if (consumer === undefined) throw new BrokerError('unauthorized', 'missing Authorization header: send Authorization: Bearer <key>');
+  return consumer;
+}
+
+/** Whether the consumer's scope covers the target; without `channelId`, only the account and the kind count. */
+export function mayAccess(res: Response, target: AccessTarget): boolean {
+  const scope = consumerOf(res).scope;
+  if (scope === undefined) return true;
+  if (scope.accounts !== undefined && !scope.accounts.has(target.account.name)) return false;
+  if (scope.kinds !== undefined && !scope.kinds.has(target.kind)) return false;
+  return target.channelId === undefined || scope.channels === undefined || scope.channels.has(target.channelId);
+}
+
+/**
+ * Throws 403 `forbidden` unless the consumer may read `kind` tokens of the channel (or, without `channelId`,
+ * of the account). Runs after authentication; unknown keys were answered 401 before. The message names the
+ * consumer, never its key.
+ */
+export function authorize(res: Response, target: AccessTarget): void {
+  if (mayAccess(res, target)) return;
+  const channel = target.channelId === undefined ? '' : ` of channel ${target.channelId}`;
+  throw new BrokerError(
+    'forbidden',
+    `consumer ${consumerOf(res).name} may not read ${target.kind} tokens${channel} in account ${target.account.name}`,
+  );
+}

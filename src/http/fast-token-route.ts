@@ -1,0 +1,89 @@
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import type { Request, RequestHandler, Response } from 'express';
+import type { PolyvAccount } from '../config/config.js';
+import type { BrokerMetrics } from '../metrics/broker-metrics.js';
+import type { AccountRegistry } from '../service/account-registry.js';
+import type { ChannelTokenService } from '../service/channel-token-service.js';
+
+export interface FastTokenRouteDeps {
+  service: ChannelTokenService;
+  accounts: AccountRegistry;
+  /** The very middleware the `/v1` router runs first (`ApiKeyAuth.middleware()` of the same instance). */
+  authenticate: RequestHandler;
+  /**
+   * Checks, after authentication, that the consumer may read this token; throws when it may not. Must be
+   * the check the express route runs, so both paths decide alike.
+   */
+  authorize?: (res: Response, request: { account: PolyvAccount; channelId: string; kind: 'channel' }) => void;
+  metrics: BrokerMetrics;
+}
+
+/** The canonical spellings of the hot read; any other spelling (case, encoding, query) takes the express route. */
+const DEFAULT_ACCOUNT_PATH = /^\/v1\/channels\/(\d{1,20})\/token$/;
+const NAMED_ACCOUNT_PATH = /^\/v1\/accounts\/([A-Za-z0-9_.-]{1,64})\/channels\/(\d{1,20})\/token$/;
+
+/**
+ * Puts the hot read, `GET /v1/channels/{id}/token` (and its per-account twin), in front of the express app.
+ *
+ * It answers only the happy case: a canonical URL, the request passes the same authentication middleware
+ * (and authorization check) as the express route, and the in-process cache holds a servable token. The
+ * answer is byte for byte the express route's (same body, same headers) and counts the same metrics.
+ * Everything else, including every error and every cache miss, is handed to the express app untouched,
+ * which runs its middleware from the start: there is one code path for auth and errors, and a second,
+ * shorter one only for success.
+ */
+export function withFastTokenRoute(app: RequestListener, deps: FastTokenRouteDeps): RequestListener {
+  const { service, accounts, authenticate, authorize } = deps;
+  const hitDuration = deps.metrics.serveDuration.labels({ kind: 'channel', outcome: 'hit' });
+
+  /** Runs the auth middleware synchronously; true only if it called `next()` without an error. */
+  const authenticated = (req: IncomingMessage, res: ServerResponse): boolean => {
+    const r = res as ServerResponse & { locals?: Record<string, unknown> };
+    r.locals ??= Object.create(null) as Record<string, unknown>;
+    let passed = false;
+    authenticate(req as Request, r as unknown as Response, (err?: unknown) => {
+      passed = err === undefined;
+    });
+    return passed;
+  };
+
+  const tryServe = (req: IncomingMessage, res: ServerResponse): boolean => {
+    const started = performance.now();
+    const url = req.url ?? '';
+    let account: PolyvAccount | undefined;
+    let channelId: string | undefined;
+    let m = DEFAULT_ACCOUNT_PATH.exec(url);
+    if (m !== null) {
+      account = accounts.defaultAccount;
+      channelId = m[1];
+    } else if ((m = NAMED_ACCOUNT_PATH.exec(url)) !== null) {
+      account = accounts.named(m[1] ?? '');
+      channelId = m[2];
+    }
+    if (account === undefined || channelId === undefined) return false;
+    if (!authenticated(req, res)) return false;
+    if (authorize !== undefined) {
+      try {
+        authorize(res as unknown as Response, { account, channelId, kind: 'channel' });
+      } catch {
+        return false;
+      }
+    }
+    const served = service.peekToken(account, channelId);
+    if (served === undefined) return false;
+    const body = JSON.stringify({ channelId: served.channelId, channelToken: served.channelToken, expireTime: served.expireTime });
+    res.writeHead(200, {
+      'Cache-Control': 'no-store',
+      'Content-Type': 'application/json; charset=utf-8',
+      'Content-Length': Buffer.byteLength(body),
+    });
+    res.end(body);
+    hitDuration.observe((performance.now() - started) / 1000);
+    return true;
+  };
+
+  return (req, res) => {
+    if (req.method === 'GET' && tryServe(req, res)) return;
+    app(req, res);
+  };
+}

@@ -1,0 +1,123 @@
+import { Router, type Response } from 'express';
+import { z } from 'zod';
+import { RequestError } from '../../errors/broker-error.js';
+import type { BrokerMetrics, TokenKind } from '../../metrics/broker-metrics.js';
+import type { AccountRegistry } from '../../service/account-registry.js';
+import type { CommonTokenService } from '../../service/common-token-service.js';
+import type { ViewerTokenService } from '../../service/viewer-token-service.js';
+import type { WatchUrlService } from '../../service/watch-url-service.js';
+import { accountOf, channelIdOf } from '../route-params.js';
+
+export interface TokenKindRoutesDeps {
+  accounts: AccountRegistry;
+  metrics: BrokerMetrics;
+  viewerTokens: ViewerTokenService;
+  commonTokens: CommonTokenService;
+  watchUrls: WatchUrlService;
+}
+
+const optionalText = (max: number) =>
+  z
+    .string({ error: `must be a string of at most ${max} characters` })
+    .max(max, `must be at most ${max} characters`)
+    .optional()
+    .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
+
+/** Body of POST .../watch-tokens: what PolyV's get-watch-api-token accepts, with sane limits. */
+export const viewerProfileSchema = z.strictObject(
+  {
+    viewerId: z
+      .string({ error: 'viewerId is required (1-64 characters)' })
+      .min(1, 'viewerId must be 1-64 characters')
+      .max(64, 'viewerId must be 1-64 characters')
+      .refine((v) => v.trim() !== '', 'viewerId must not be blank'),
+    nickname: optionalText(64),
+    avatar: optionalText(1024).refine(
+      (v) => v === undefined || /^https?:\/\/\S+$/.test(v),
+      'avatar must be an http(s) URL',
+    ),
+    openid: optionalText(128),
+    actor: optionalText(64),
+  },
+  { error: 'unknown field: the body takes viewerId, nickname, avatar, openid and actor' },
+);
+
+const rejectedSchema = z.strictObject({
+  rejectedToken: z
+    .string({ error: 'rejectedToken is required' })
+    .min(1, 'rejectedToken must not be empty')
+    .max(4096, 'rejectedToken is too long'),
+});
+
+function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  const parsed = schema.safeParse(body ?? {});
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    const where = first !== undefined && first.path.length > 0 ? `${first.path.join('.')}: ` : '';
+    throw new RequestError('invalid_request', `${where}${first?.message ?? 'invalid body'}`);
+  }
+  return parsed.data;
+}
+
+/**
+ * Routes of the token kinds beyond the channel token, mounted beside the channel routes (same auth, same
+ * errors): viewer watch-API tokens, the deprecated common token, single-use watch-page URLs.
+ */
+export function tokenKindRoutes(deps: TokenKindRoutesDeps): Router {
+  const { accounts, metrics } = deps;
+  const router = Router({ mergeParams: true });
+
+  const timed = async <T extends { outcome: string }>(kind: TokenKind, res: Response, work: () => Promise<T>) => {
+    const stop = metrics.serveDuration.startTimer({ kind });
+    try {
+      const result = await work();
+      stop({ outcome: result.outcome });
+      res.setHeader('Cache-Control', 'no-store');
+      return result;
+    } catch (err) {
+      stop({ outcome: 'unavailable' });
+      metrics.tokensServed.inc({ kind, outcome: 'unavailable' });
+      throw err;
+    }
+  };
+
+  router.post('/:channelId/watch-tokens', async (req, res) => {
+    const channelId = channelIdOf(req);
+    const account = accountOf(req, accounts);
+    const profile = parseBody(viewerProfileSchema, req.body);
+    const t = await timed('watch_api', res, () => deps.viewerTokens.getToken(account, channelId, profile));
+    res.json({ token: t.token, expireTime: t.expireTime });
+  });
+
+  const sendCommon = (res: Response, channelId: string, t: { token: string; mediaChannelKey: string; expireTime: number }) => {
+    res.setHeader('Deprecation', 'true');
+    res.setHeader('Link', `</v1/channels/${channelId}/token>; rel="successor-version"`);
+    res.json({ token: t.token, mediaChannelKey: t.mediaChannelKey, expireTime: t.expireTime });
+  };
+
+  router.get('/:channelId/common-token', async (req, res) => {
+    const channelId = channelIdOf(req);
+    const account = accountOf(req, accounts);
+    sendCommon(res, channelId, await timed('common', res, () => deps.commonTokens.getToken(account, channelId)));
+  });
+
+  router.post('/:channelId/common-token/refresh', async (req, res) => {
+    const channelId = channelIdOf(req);
+    const account = accountOf(req, accounts);
+    const { rejectedToken } = parseBody(rejectedSchema, req.body);
+    sendCommon(
+      res,
+      channelId,
+      await timed('common', res, () => deps.commonTokens.refreshRejected(account, channelId, rejectedToken)),
+    );
+  });
+
+  router.post('/:channelId/watch-urls', async (req, res) => {
+    const channelId = channelIdOf(req);
+    const account = accountOf(req, accounts);
+    const u = await timed('watch_url', res, () => deps.watchUrls.take(account, channelId));
+    res.json({ url: u.url, expireTime: u.expireTime });
+  });
+
+  return router;
+}

@@ -1,0 +1,14 @@
+import type { BrokerMetrics, TokenKind } from '../metrics/broker-metrics.js';
+
+/** Counts a served token, its remaining life, and (never expected) a serve under the minimum TTL. */
+export function recordServed(
+  metrics: BrokerMetrics,
+  kind: TokenKind,
+  outcome: 'hit' | 'miss' | 'refresh',
+  remainingMs: number,
+  minTtlMs: number,
+): void {
+  metrics.tokensServed.inc({ kind, outcome });
+  metrics.servedRemainingTtl.observe({ kind }, remainingMs / 1000);
+  if (remainingMs < minTtlMs) metrics.servedBelowMinTtl.inc({ kind });
+}

@@ -1,0 +1,137 @@
+import type { PolyvAccount } from '../config/config.js';
+import type { Clock } from '../lib/clock.js';
+import type { Logger } from '../lib/logger.js';
+import type { BrokerMetrics } from '../metrics/broker-metrics.js';
+import type { PolyvClient } from '../polyv/polyv-client.js';
+import { BudgetExhaustedError } from '../errors/broker-error.js';
+import { defineScripts, type RedisClient } from '../store/redis-scripts.js';
+import type { RedisKeys } from '../store/redis-keys.js';
+import type { SealedJson } from '../store/sealed-json.js';
+import type { PolyvGateway } from './polyv-gateway.js';
+import { recordServed } from './record-served.js';
+
+/** get-token-watch-url: the URL is valid for one hour, and dead once used. */
+export const WATCH_URL_LIFETIME_MS = 3600 * 1000;
+
+export interface WatchUrl {
+  readonly url: string;
+  /** One hour after the broker asked PolyV for it (never later than PolyV's own expiry). */
+  readonly expireTime: number;
+}
+
+interface PooledUrl extends WatchUrl {
+  mintedAt: number;
+}
+
+/** Asks for a pool top-up in the background (a deduplicated BullMQ job). */
+export interface PoolRefillScheduler {
+  requestPoolRefill(appId: string, channelId: string): Promise<void>;
+}
+
+export interface WatchUrlServiceOptions {
+  redis: RedisClient;
+  sealed: SealedJson;
+  keys: RedisKeys;
+  polyv: PolyvClient;
+  gateway: PolyvGateway;
+  clock: Clock;
+  metrics: BrokerMetrics;
+  logger: Logger;
+  refills: PoolRefillScheduler;
+  perHour: number;
+  /** URLs kept pre-minted per warm channel; 0 = mint on demand only. */
+  poolSize: number;
+  /** A pooled URL older than this is dropped, never handed out. */
+  poolMaxAgeSeconds: number;
+}
+
+/**
+ * Single-use watch-page URLs. Each URL goes to exactly one caller across all replicas: minted on demand for
+ * that caller, or popped atomically (LPOP in Lua) from a per-channel pool that the worker refills within
+ * budget. Pooled URLs are dropped long before their hour is up.
+ */
+export class WatchUrlService {
+  private readonly o: WatchUrlServiceOptions;
+  private readonly redis: RedisClient;
+
+  constructor(options: WatchUrlServiceOptions) {
+    this.o = options;
+    this.redis = defineScripts(options.redis);
+  }
+
+  private freshSince(): number {
+    return this.o.clock.now() - this.o.poolMaxAgeSeconds * 1000;
+  }
+
+  async take(account: PolyvAccount, channelId: string): Promise<WatchUrl & { outcome: 'hit' | 'miss' }> {
+    const { clock, metrics } = this.o;
+    if (this.o.poolSize > 0) {
+      const key = this.o.keys.watchUrlPool(account.appId, channelId);
+      const raw = await this.redis.ptbPopFresh(key, this.freshSince());
+      this.refillSoon(account.appId, channelId);
+      const pooled = raw === null ? null : this.openEntry(raw, key);
+      if (pooled !== null) {
+        recordServed(metrics, 'watch_url', 'hit', pooled.expireTime - clock.now(), 0);
+        return { url: pooled.url, expireTime: pooled.expireTime, outcome: 'hit' };
+      }
+    }
+    const minted = await this.mint(account, channelId);
+    recordServed(metrics, 'watch_url', 'miss', minted.expireTime - clock.now(), 0);
+    return { url: minted.url, expireTime: minted.expireTime, outcome: 'miss' };
+  }
+
+  /**
+   * Tops the channel's pool up to the configured size (the worker's job): drops stale URLs, then mints until
+   * full or the budget says no. Returns how many were minted.
+   */
+  async refill(account: PolyvAccount, channelId: string): Promise<number> {
+    if (this.o.poolSize === 0) return 0;
+    const key = this.o.keys.watchUrlPool(account.appId, channelId);
+    let size = await this.redis.ptbTrimStale(key, this.freshSince());
+    let minted = 0;
+    while (size < this.o.poolSize) {
+      let url: PooledUrl;
+      try {
+        url = await this.mint(account, channelId);
+      } catch (err) {
+        if (err instanceof BudgetExhaustedError) break;
+        throw err;
+      }
+      size = await this.redis.rpush(key, `${url.mintedAt}:${this.o.sealed.seal(url, key)}`);
+      minted += 1;
+    }
+    await this.redis.pexpire(key, this.o.poolMaxAgeSeconds * 1000);
+    return minted;
+  }
+
+  async poolSize(account: PolyvAccount, channelId: string): Promise<number> {
+    return this.redis.llen(this.o.keys.watchUrlPool(account.appId, channelId));
+  }
+
+  /** Pool entries are `<mintedAt>:<sealed JSON>`: the prefix lets the Lua scripts judge age without the secret. */
+  private openEntry(raw: string, key: string): PooledUrl | null {
+    const at = raw.indexOf(':');
+    return at < 0 ? null : parse(this.o.sealed.open(raw.slice(at + 1), key));
+  }
+
+  private async mint(account: PolyvAccount, channelId: string): Promise<PooledUrl> {
+    return this.o.gateway.call(account, channelId, 'watch-url', this.o.perHour, async () => {
+      const mintedAt = this.o.clock.now();
+      const url = await this.o.polyv.getTokenWatchUrl(account, channelId);
+      return { url, mintedAt, expireTime: mintedAt + WATCH_URL_LIFETIME_MS };
+    });
+  }
+
+  private refillSoon(appId: string, channelId: string): void {
+    this.o.refills.requestPoolRefill(appId, channelId).catch((err: unknown) => {
+      this.o.logger.warn({ channelId, err: (err as Error).message }, 'could not request a watch URL pool refill');
+    });
+  }
+}
+
+function parse(value: unknown): PooledUrl | null {
+  if (typeof value !== 'object' || value === null) return null;
+  const v = value as Partial<PooledUrl>;
+  if (typeof v.url !== 'string' || typeof v.expireTime !== 'number' || typeof v.mintedAt !== 'number') return null;
+  return { url: v.url, expireTime: v.expireTime, mintedAt: v.mintedAt };
+}
