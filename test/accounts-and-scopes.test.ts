@@ -249,6 +249,39 @@ describe('scoped consumers', () => {
     expect(sim.calls()).toHaveLength(0);
   });
 
+  it('when a consumer is limited to watch_api tokens, then it gets viewer tokens and 403 for every other kind', async () => {
+    const b = await broker();
+    const viewer = await call<{ token: string }>(b.url, '/v1/channels/1000002/watch-tokens', {
+      method: 'POST',
+      body: { viewerId: 'viewer-1' },
+      key: KIND_KEY,
+    });
+    expect(viewer.status).toBe(200);
+    expect(sim.checkToken('watch-api', '1000002', viewer.body.token)).toEqual({ valid: true });
+
+    const common = await call(b.url, '/v1/channels/1000002/common-token', { key: KIND_KEY });
+    const commonRefresh = await call(b.url, '/v1/channels/1000002/common-token/refresh', {
+      method: 'POST',
+      body: { rejectedToken: 'x' },
+      key: KIND_KEY,
+    });
+    const url = await call(b.url, '/v1/channels/1000002/watch-urls', { method: 'POST', key: KIND_KEY });
+    expect([common.status, commonRefresh.status, url.status]).toEqual([403, 403, 403]);
+    expect(common.body.error.message).toBe('consumer watch-only may not read common tokens of channel 1000002 in account default');
+    expect(url.body.error.message).toBe('consumer watch-only may not read watch_url tokens of channel 1000002 in account default');
+    expect(sim.calls({ endpoint: 'common-get-token' })).toHaveLength(0);
+    expect(sim.calls({ endpoint: 'get-token-watch-url' })).toHaveLength(0);
+
+    const otherChannel = await call(b.url, '/v1/channels/1000001/watch-tokens', {
+      method: 'POST',
+      body: { viewerId: 'viewer-1' },
+      key: CHANNEL_KEY,
+    });
+    expect(otherChannel.body).toEqual({
+      error: { code: 'forbidden', message: 'consumer chan-only may not read watch_api tokens of channel 1000001 in account default' },
+    });
+  });
+
   it('when a token is cached in process memory, then the fast path still refuses a consumer outside its scope', async () => {
     const b = await broker();
     const warmed = await call<TokenBody>(b.url, '/v1/channels/1000001/token');

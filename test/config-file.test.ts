@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -131,6 +131,28 @@ describe('BROKER_CONFIG_FILE: accounts and consumers', () => {
     const path = file('.yaml', `accounts:\n  - name: abs\n    appId: absapp\n    appSecretFile: ${join(dir, 'secrets', 'partner.txt')}\n`);
     const c = loadConfig({ BROKER_CONFIG_FILE: path, BROKER_API_KEYS: `a:${SVC_KEY}` });
     expect(c.accounts).toEqual([{ name: 'abs', appId: 'absapp', appSecret: 'partner-secret-value', channels: [] }]);
+  });
+});
+
+describe('BROKER_CONFIG_FILE: the README example', () => {
+  it('when the example of the README is loaded, then it is valid and means what the README says', () => {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const section = readme.slice(readme.indexOf('### Config file'));
+    const yaml = /```yaml\n([\s\S]*?)```/.exec(section)?.[1];
+    expect(yaml).toBeDefined();
+    const path = file('.yaml', yaml!);
+    const c = loadConfig(
+      { BROKER_CONFIG_FILE: path, POLYV_MAIN_SECRET: MAIN_SECRET },
+      { readFile: (p) => (p === '/run/secrets/partner' ? 'partner-secret\n' : readFileSync(p, 'utf8')) },
+    );
+    expect(c.accounts.map((a) => [a.name, a.appId, a.appSecret, a.channels, a.budgets])).toEqual([
+      ['main', 'abc123', MAIN_SECRET, ['3151318'], { channelTokenPerHour: 450 }],
+      ['partner', 'def456', 'partner-secret', [], undefined],
+    ]);
+    expect(c.apiKeys.map((k) => [k.name, k.scope])).toEqual([
+      ['svc-a', { accounts: ['main'], channels: ['3151318'], kinds: ['channel', 'watch_api', 'common', 'watch_url'] }],
+      ['dashboards', { kinds: ['channel'] }],
+    ]);
   });
 });
 
@@ -344,3 +366,26 @@ function toBlockYaml(value: unknown, indent = ''): string {
   }
   return `${indent}${JSON.stringify(value)}`;
 }
+
+describe('per-account budgets of every token kind', () => {
+  const withBudgets = (budgets: Record<string, number>) =>
+    file(
+      '.json',
+      JSON.stringify({
+        accounts: [{ name: 'main', appId: 'app1', appSecretEnv: 'MAIN_SECRET', budgets }],
+        consumers: [{ name: 'svc', key: SVC_KEY }],
+      }),
+    );
+
+  it('reads watchTokenPerHour, commonTokenPerHour and watchUrlPerHour beside channelTokenPerHour', () => {
+    const budgets = { channelTokenPerHour: 100, watchTokenPerHour: 7, commonTokenPerHour: 8, watchUrlPerHour: 9 };
+    const config = loadConfig({ BROKER_CONFIG_FILE: withBudgets(budgets), MAIN_SECRET });
+    expect(config.accounts[0]?.budgets).toEqual(budgets);
+  });
+
+  it('rejects a budget below 1, naming its path', () => {
+    expect(problemsOf({ BROKER_CONFIG_FILE: withBudgets({ watchUrlPerHour: 0 }), MAIN_SECRET }).join('\n')).toMatch(
+      /accounts\[0\]\.budgets\.watchUrlPerHour: must be at least 1/,
+    );
+  });
+});

@@ -27,6 +27,15 @@ function list<T extends z.ZodType>(item: T, what: string) {
     .min(1, `must list at least one of ${what} (leave it out to allow all)`);
 }
 
+/** A per-channel hourly budget of one of the other token kinds (PolyV documents no per-channel limit for them). */
+function kindBudget() {
+  return z
+    .int({ error: 'must be a whole number from 1 to 100000' })
+    .min(1, 'must be at least 1')
+    .max(100_000, 'must be at most 100000')
+    .optional();
+}
+
 const channelIdSchema = z
   .string({ error: 'must be a channel ID written as a string of 1-20 digits (quote it: "3151318")' })
   .regex(CHANNEL_ID_RE, 'must be a channel ID of 1-20 digits');
@@ -54,6 +63,9 @@ const accountSchema = z
             .min(1, 'must be at least 1')
             .max(MAX_CHANNEL_TOKEN_BUDGET_PER_HOUR, `must be at most ${MAX_CHANNEL_TOKEN_BUDGET_PER_HOUR}`)
             .optional(),
+          watchTokenPerHour: kindBudget(),
+          commonTokenPerHour: kindBudget(),
+          watchUrlPerHour: kindBudget(),
         },
         { error: 'must be a mapping such as { channelTokenPerHour: 450 }' },
       )
@@ -266,13 +278,13 @@ export function resolveAccountsAndConsumers(input: AccountsAndConsumersInput): A
     }
     const sameApp = accounts.find((b) => b.appId === a.appId);
     if (sameApp !== undefined) problems.push(at(['accounts', index, 'appId'], `"${a.appId}" is already the appId of account "${sameApp.name}"`));
-    const budget = a.budgets?.channelTokenPerHour;
+    const budgets = Object.fromEntries(Object.entries(a.budgets ?? {}).filter(([, v]) => v !== undefined));
     accounts.push({
       name: a.name,
       appId: a.appId,
       appSecret: accountSecret(a, index, configFile ?? '', input) ?? '',
       channels: [...new Set(a.channels ?? [])],
-      ...(budget === undefined ? {} : { budgets: { channelTokenPerHour: budget } }),
+      ...(Object.keys(budgets).length === 0 ? {} : { budgets }),
     });
   });
   const first = accounts[0];

@@ -16,7 +16,12 @@ export interface PolyvAccount {
   /** Channels kept warm from start-up. */
   readonly channels: readonly string[];
   /** Per-account budgets from BROKER_CONFIG_FILE; absent: the env defaults (BROKER_CHANNEL_BUDGET_PER_HOUR). */
-  readonly budgets?: { readonly channelTokenPerHour?: number };
+  readonly budgets?: {
+    readonly channelTokenPerHour?: number;
+    readonly watchTokenPerHour?: number;
+    readonly commonTokenPerHour?: number;
+    readonly watchUrlPerHour?: number;
+  };
 }
 
 /** What a consumer may read; an absent dimension allows everything. */

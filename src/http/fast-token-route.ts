@@ -12,9 +12,9 @@ export interface FastTokenRouteDeps {
   authenticate: RequestHandler;
   /**
    * Checks, after authentication, that the consumer may read this token; throws when it may not. Must be
-   * the check the express route runs, so both paths decide alike.
+   * the check the express route runs (`authorize` of authorize.ts), so both paths decide alike.
    */
-  authorize?: (res: Response, request: { account: PolyvAccount; channelId: string; kind: 'channel' }) => void;
+  authorize: (res: Response, request: { account: PolyvAccount; channelId: string; kind: 'channel' }) => void;
   metrics: BrokerMetrics;
 }
 
@@ -62,12 +62,10 @@ export function withFastTokenRoute(app: RequestListener, deps: FastTokenRouteDep
     }
     if (account === undefined || channelId === undefined) return false;
     if (!authenticated(req, res)) return false;
-    if (authorize !== undefined) {
-      try {
-        authorize(res as unknown as Response, { account, channelId, kind: 'channel' });
-      } catch {
-        return false;
-      }
+    try {
+      authorize(res as unknown as Response, { account, channelId, kind: 'channel' });
+    } catch {
+      return false;
     }
     const served = service.peekToken(account, channelId);
     if (served === undefined) return false;

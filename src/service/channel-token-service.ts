@@ -7,6 +7,7 @@ import type { PolyvClient } from '../polyv/polyv-client.js';
 import type { CallBudget } from '../store/call-budget.js';
 import type { CachedToken, ChannelStatus, TokenStore } from '../store/token-store.js';
 import type { LocalTokenCache } from './local-token-cache.js';
+import { LastServedTokens } from './last-served-tokens.js';
 import { isRefreshDue, isServable, refreshDueAt, type TimingPolicy } from './refresh-timing.js';
 
 /** Schedules the proactive refresh of a warm channel; implemented on BullMQ by the scheduler layer. */
@@ -69,9 +70,12 @@ export class ChannelTokenService {
   private readonly o: ChannelTokenServiceOptions;
   private readonly policy: TimingPolicy;
   private readonly inFlight = new Map<string, Promise<CachedToken>>();
+  /** What this replica answers from while Redis is unreachable (see getToken). */
+  private readonly lastServed: LastServedTokens;
 
   constructor(options: ChannelTokenServiceOptions) {
     this.o = options;
+    this.lastServed = new LastServedTokens({ clock: options.clock });
     this.policy = { refreshBeforeMs: options.refreshBeforeSeconds * 1000, minTtlMs: options.minTtlSeconds * 1000 };
   }
 
@@ -79,18 +83,46 @@ export class ChannelTokenService {
     return this.policy;
   }
 
-  /** The current token if it has at least the minimum TTL left; otherwise fetches one (single-flight). */
+  /**
+   * The current token if it has at least the minimum TTL left; otherwise fetches one (single-flight).
+   * While Redis is unreachable: the last token this replica served for the channel if it still has the
+   * minimum TTL left, else 503 `not_ready` (see LastServedTokens).
+   */
   async getToken(account: PolyvAccount, channelId: string): Promise<ServedToken> {
     const local = this.peekToken(account, channelId);
     if (local !== undefined) return local;
-    const mark = this.o.localCache?.mark() ?? 0;
-    const cached = await this.o.store.read(account.appId, channelId);
-    if (cached !== null && isServable(cached.expireTime, this.o.clock.now(), this.policy)) {
-      this.o.localCache?.fill(account.appId, channelId, cached, mark);
-      return this.served(channelId, cached, 'hit');
+    if (this.lastServed.skipRedis()) return this.fromMemory(account, channelId, undefined);
+    try {
+      const mark = this.o.localCache?.mark() ?? 0;
+      const cached = await this.o.store.read(account.appId, channelId);
+      this.lastServed.redisAnswered();
+      if (cached !== null && isServable(cached.expireTime, this.o.clock.now(), this.policy)) {
+        this.o.localCache?.fill(account.appId, channelId, cached, mark);
+        this.lastServed.remember(account.appId, channelId, cached);
+        return this.served(channelId, cached, 'hit');
+      }
+      const fresh = await this.refreshWhen(account, channelId, 'miss', (cur) => cur === null || !this.servableNow(cur), cached);
+      this.lastServed.remember(account.appId, channelId, fresh);
+      return this.served(channelId, fresh, 'miss');
+    } catch (err) {
+      // BrokerErrors are answers (budget, PolyV); anything else on this path is Redis failing.
+      if (err instanceof BrokerError) throw err;
+      if (this.lastServed.redisFailed()) {
+        this.o.logger.warn({ err: (err as Error).message }, 'Redis unreachable: answering token reads from memory');
+      }
+      return this.fromMemory(account, channelId, err);
     }
-    const fresh = await this.refreshWhen(account, channelId, 'miss', (cur) => cur === null || !this.servableNow(cur));
-    return this.served(channelId, fresh, 'miss');
+  }
+
+  /** Answers from memory while Redis is unreachable; never with the token a consumer just reported as rejected. */
+  private fromMemory(account: PolyvAccount, channelId: string, cause: unknown, rejectedToken?: string): ServedToken {
+    const last = this.lastServed.get(account.appId, channelId);
+    if (last !== undefined && last.token !== rejectedToken && this.servableNow(last)) return this.served(channelId, last, 'hit');
+    throw new BrokerError('not_ready', `Redis is unreachable and this replica holds no valid token for channel ${channelId}`, {
+      retryable: true,
+      retryAfterMs: 1000,
+      cause,
+    });
   }
 
   /**
@@ -100,6 +132,7 @@ export class ChannelTokenService {
   peekToken(account: PolyvAccount, channelId: string): ServedToken | undefined {
     const cached = this.o.localCache?.get(account.appId, channelId);
     if (cached === undefined || !isServable(cached.expireTime, this.o.clock.now(), this.policy)) return undefined;
+    this.lastServed.remember(account.appId, channelId, cached);
     return this.served(channelId, cached, 'hit');
   }
 
@@ -108,12 +141,22 @@ export class ChannelTokenService {
    * reports about one token costs at most one PolyV call.
    */
   async refreshRejected(account: PolyvAccount, channelId: string, rejectedToken: string): Promise<ServedToken> {
-    const fresh = await this.refreshWhen(
-      account,
-      channelId,
-      'rejected',
-      (cur) => cur === null || cur.token === rejectedToken || !this.servableNow(cur),
-    );
+    // Comparing needs Redis: while it is unreachable a report gets 503 at once.
+    if (this.lastServed.skipRedis()) return this.fromMemory(account, channelId, undefined, rejectedToken);
+    let fresh: CachedToken;
+    try {
+      fresh = await this.refreshWhen(
+        account,
+        channelId,
+        'rejected',
+        (cur) => cur === null || cur.token === rejectedToken || !this.servableNow(cur),
+      );
+    } catch (err) {
+      if (err instanceof BrokerError) throw err;
+      this.lastServed.redisFailed();
+      return this.fromMemory(account, channelId, err, rejectedToken);
+    }
+    this.lastServed.remember(account.appId, channelId, fresh);
     return this.served(channelId, fresh, 'refresh');
   }
 
@@ -184,8 +227,8 @@ export class ChannelTokenService {
 
   /** Schedules the channel's refresh and records when, for on-call. */
   async schedule(appId: string, channelId: string, dueAt: number): Promise<void> {
-    await this.o.scheduler.schedule(appId, channelId, dueAt);
-    await this.o.store.setNextRefresh(appId, channelId, dueAt);
+    // Independent writes (BullMQ and the status hash): sent together, one round trip instead of two.
+    await Promise.all([this.o.scheduler.schedule(appId, channelId, dueAt), this.o.store.setNextRefresh(appId, channelId, dueAt)]);
   }
 
   private servableNow(token: CachedToken): boolean {
@@ -210,11 +253,12 @@ export class ChannelTokenService {
     channelId: string,
     trigger: RefreshTrigger,
     needed: (current: CachedToken | null) => boolean,
+    justRead?: CachedToken | null,
   ): Promise<CachedToken> {
     const key = `${account.appId}:${channelId}:${trigger}`;
     const existing = this.inFlight.get(key);
     if (existing !== undefined) return existing;
-    const flight = this.refreshAcrossReplicas(account, channelId, trigger, needed).finally(() => {
+    const flight = this.refreshAcrossReplicas(account, channelId, trigger, needed, justRead).finally(() => {
       this.inFlight.delete(key);
     });
     this.inFlight.set(key, flight);
@@ -226,14 +270,18 @@ export class ChannelTokenService {
     channelId: string,
     trigger: RefreshTrigger,
     needed: (current: CachedToken | null) => boolean,
+    justRead?: CachedToken | null,
   ): Promise<CachedToken> {
     const { store, clock } = this.o;
     const { appId } = account;
     const waitStartedAt = clock.now();
     const deadline = Date.now() + this.o.lockTtlMs + 1000;
+    // What the caller read an instant ago stands in for the first read (a cold miss saves a round trip).
+    let known = justRead;
 
     for (;;) {
-      const current = await store.read(appId, channelId);
+      const current = known !== undefined ? known : await store.read(appId, channelId);
+      known = undefined;
       if (!needed(current) && current !== null) return current;
 
       if (trigger !== 'scheduled') {
@@ -300,8 +348,7 @@ export class ChannelTokenService {
           }
           const written = await store.write(appId, channelId, token);
           const winner = written ? token : ((await store.read(appId, channelId)) ?? token);
-          await store.addWarm(appId, channelId);
-          await this.schedule(appId, channelId, refreshDueAt(winner.expireTime, this.policy));
+          await Promise.all([store.addWarm(appId, channelId), this.schedule(appId, channelId, refreshDueAt(winner.expireTime, this.policy))]);
           metrics.refreshes.inc({ trigger, outcome: 'success' });
           if (previous !== null) metrics.refreshLeadTime.observe({ trigger }, (previous.expireTime - now) / 1000);
           logger.info({ appId, channelId, trigger, expireTime: winner.expireTime, written }, 'channel token refreshed');
@@ -322,7 +369,7 @@ export class ChannelTokenService {
 
   private async takeBudget(account: PolyvAccount, channelId: string) {
     try {
-      return await this.o.budget.take(account.appId, channelId, this.o.channelBudgetPerHour);
+      return await this.o.budget.take(account.appId, channelId, account.budgets?.channelTokenPerHour ?? this.o.channelBudgetPerHour);
     } catch (err) {
       if (err instanceof BudgetExhaustedError) this.o.metrics.budgetRefusals.inc({ scope: err.scope });
       throw err;

@@ -32,6 +32,7 @@ export interface CommonTokenServiceOptions {
   metrics: BrokerMetrics;
   minTtlSeconds: number;
   ttlSeconds: number;
+  /** Calls per channel and rolling hour, unless the account's `budgets` say otherwise. */
   perHour: number;
 }
 
@@ -75,7 +76,7 @@ export class CommonTokenService {
         read,
         needed,
         fetch: () =>
-          this.o.gateway.call(account, channelId, 'common-token', this.o.perHour, async () => {
+          this.o.gateway.call(account, channelId, 'common-token', account.budgets?.commonTokenPerHour ?? this.o.perHour, async () => {
             const data = await this.o.polyv.getCommonToken(account, channelId);
             const fetchedAt = clock.now();
             const fresh: CommonToken = { ...data, fetchedAt, expireTime: fetchedAt + this.o.ttlSeconds * 1000 };

@@ -42,6 +42,7 @@ export interface ViewerTokenServiceOptions {
   clock: Clock;
   metrics: BrokerMetrics;
   minTtlSeconds: number;
+  /** Calls per channel and rolling hour, unless the account's `budgets` say otherwise. */
   perHour: number;
 }
 
@@ -79,7 +80,7 @@ export class ViewerTokenService {
         read,
         needed: (cur) => !usable(cur),
         fetch: () =>
-          this.o.gateway.call(account, channelId, 'watch-api-token', this.o.perHour, async () => {
+          this.o.gateway.call(account, channelId, 'watch-api-token', account.budgets?.watchTokenPerHour ?? this.o.perHour, async () => {
             const askedAt = clock.now();
             const data = await this.o.polyv.getWatchApiToken(account, { channelId, ...profile });
             const fresh: CachedViewerToken = { token: data.token, expireTime: askedAt + WATCH_API_TOKEN_LIFETIME_MS };

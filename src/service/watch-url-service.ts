@@ -38,6 +38,7 @@ export interface WatchUrlServiceOptions {
   metrics: BrokerMetrics;
   logger: Logger;
   refills: PoolRefillScheduler;
+  /** Calls per channel and rolling hour, unless the account's `budgets` say otherwise. */
   perHour: number;
   /** URLs kept pre-minted per warm channel; 0 = mint on demand only. */
   poolSize: number;
@@ -115,7 +116,7 @@ export class WatchUrlService {
   }
 
   private async mint(account: PolyvAccount, channelId: string): Promise<PooledUrl> {
-    return this.o.gateway.call(account, channelId, 'watch-url', this.o.perHour, async () => {
+    return this.o.gateway.call(account, channelId, 'watch-url', account.budgets?.watchUrlPerHour ?? this.o.perHour, async () => {
       const mintedAt = this.o.clock.now();
       const url = await this.o.polyv.getTokenWatchUrl(account, channelId);
       return { url, mintedAt, expireTime: mintedAt + WATCH_URL_LIFETIME_MS };

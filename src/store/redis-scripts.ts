@@ -12,6 +12,8 @@ declare module 'ioredis' {
       token: string,
       expireTime: number,
       fetchedAt: number,
+      eventsChannel: string,
+      event: string,
     ): Result<number, Context>;
     ptbTakeSlot(windowKey: string, counterKey: string, now: number, windowMs: number, limit: number): Result<number[], Context>;
     ptbReleaseLock(lockKey: string, owner: string): Result<number, Context>;

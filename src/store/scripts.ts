@@ -5,8 +5,9 @@
 
 /**
  * Versioned token write: a write whose version is not newer than the stored one is ignored, so a slow or late
- * refresh can never overwrite a newer token.
- * KEYS: token hash, status hash. ARGV: version, token, expireTime, fetchedAt.
+ * refresh can never overwrite a newer token. A write that took effect is announced on the events channel in
+ * the same step (replicas drop their in-process copy), so no crash can separate the two.
+ * KEYS: token hash, status hash. ARGV: version, token, expireTime, fetchedAt, events channel, event message.
  * Returns 1 when written, 0 when a newer (or the same) version is already stored.
  */
 export const WRITE_TOKEN_LUA = `
@@ -17,6 +18,7 @@ redis.call('HSET', KEYS[1], 'token', ARGV[2], 'expireTime', ARGV[3], 'version', 
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 redis.call('HSET', KEYS[2], 'tokenVersion', ARGV[1], 'lastRefreshAt', ARGV[4])
 redis.call('HDEL', KEYS[2], 'lastErrorCode', 'lastErrorMessage', 'lastErrorAt', 'lastErrorRetryAfterMs')
+redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 `;
 

@@ -83,9 +83,12 @@ export class TokenStore {
       this.cipher.seal(token.token, this.keys.token(appId, channelId)),
       token.expireTime,
       token.fetchedAt,
+      this.keys.events(),
+      formatTokenEvent(appId, channelId),
     );
     if (written !== 1) return false;
-    await this.announceTokenChange(appId, channelId);
+    // The script has published the change to every replica; tell this process's listeners too.
+    this.notifyTokenChange(appId, channelId);
     return true;
   }
 
@@ -202,13 +205,17 @@ export class TokenStore {
     this.tokenChangeListeners.push(listener);
   }
 
+  private notifyTokenChange(appId: string, channelId: string): void {
+    for (const listener of this.tokenChangeListeners) listener(appId, channelId);
+  }
+
   /**
-   * The one place a token change is announced: to this process's listeners at once, and to every replica on
-   * the `events()` pub/sub channel (their local caches drop the channel). A failed publish is logged, not
-   * thrown: the token is written, and other replicas' entries expire after their max age anyway.
+   * Announces a forgotten token: to this process's listeners at once, and to every replica on the `events()`
+   * pub/sub channel (their local caches drop the channel); a write announces itself inside its script. A
+   * failed publish is logged, not thrown: other replicas' entries expire after their max age anyway.
    */
   private async announceTokenChange(appId: string, channelId: string): Promise<void> {
-    for (const listener of this.tokenChangeListeners) listener(appId, channelId);
+    this.notifyTokenChange(appId, channelId);
     try {
       await this.redis.publish(this.keys.events(), formatTokenEvent(appId, channelId));
     } catch (err) {

@@ -6,6 +6,7 @@ import type { AccountRegistry } from '../../service/account-registry.js';
 import type { CommonTokenService } from '../../service/common-token-service.js';
 import type { ViewerTokenService } from '../../service/viewer-token-service.js';
 import type { WatchUrlService } from '../../service/watch-url-service.js';
+import { authorize } from '../authorize.js';
 import { accountOf, channelIdOf } from '../route-params.js';
 
 export interface TokenKindRoutesDeps {
@@ -84,6 +85,7 @@ export function tokenKindRoutes(deps: TokenKindRoutesDeps): Router {
   router.post('/:channelId/watch-tokens', async (req, res) => {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
+    authorize(res, { account, channelId, kind: 'watch_api' });
     const profile = parseBody(viewerProfileSchema, req.body);
     const t = await timed('watch_api', res, () => deps.viewerTokens.getToken(account, channelId, profile));
     res.json({ token: t.token, expireTime: t.expireTime });
@@ -98,12 +100,14 @@ export function tokenKindRoutes(deps: TokenKindRoutesDeps): Router {
   router.get('/:channelId/common-token', async (req, res) => {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
+    authorize(res, { account, channelId, kind: 'common' });
     sendCommon(res, channelId, await timed('common', res, () => deps.commonTokens.getToken(account, channelId)));
   });
 
   router.post('/:channelId/common-token/refresh', async (req, res) => {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
+    authorize(res, { account, channelId, kind: 'common' });
     const { rejectedToken } = parseBody(rejectedSchema, req.body);
     sendCommon(
       res,
@@ -115,6 +119,7 @@ export function tokenKindRoutes(deps: TokenKindRoutesDeps): Router {
   router.post('/:channelId/watch-urls', async (req, res) => {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
+    authorize(res, { account, channelId, kind: 'watch_url' });
     const u = await timed('watch_url', res, () => deps.watchUrls.take(account, channelId));
     res.json({ url: u.url, expireTime: u.expireTime });
   });
