@@ -100,6 +100,12 @@ describe('npm run demo (polyv-token-broker demo)', () => {
     const after = await fetch(`${brokerUrl}/v1/channels/1000001/token`, { headers: { authorization: `Bearer ${DEMO_KEY}` } });
     expect(((await after.json()) as { channelToken: string }).channelToken).not.toBe(channelToken);
 
+    const named = cli(['budget', '--account', 'default', '1000001', '--json']);
+    expect(JSON.parse(named.stdout)).toMatchObject({ channelId: '1000001', callsLastHour: 2 });
+    const unknown = cli(['channels', '--account', 'nope']);
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toContain('--account needs one of: default');
+
     const bad = cli(['budget', 'abc']);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toContain('channel ID must be 1-20 digits');

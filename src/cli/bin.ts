@@ -22,7 +22,8 @@ commands:
   sim       run the PolyV simulator (SIM_PORT, SIM_APP_ID, SIM_APP_SECRET, SIM_CHANNELS)
   demo      simulator + embedded Redis + broker with warm channels, and curl examples
 
-on-call (same environment as the broker; add --json for machine-readable output):
+on-call (same environment as the broker; --json for machine-readable output, --account <name> for
+another account of BROKER_CONFIG_FILE):
   inspect [channelId]   a channel in depth (token masked), or the broker at a glance
   channels              warm channels: expiry, next refresh, calls in the last hour, last error
   refresh <channelId>   fetch a new token now (through the budget and the refresh lock)

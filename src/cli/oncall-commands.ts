@@ -1,5 +1,5 @@
 import { buildBrokerApp, type BrokerApp } from '../app.js';
-import type { Config } from '../config/config.js';
+import type { Config, PolyvAccount } from '../config/config.js';
 import { CHANNEL_ID_RE } from '../config/env-schema.js';
 import { readEmbeddedRedisUrl } from '../infra/redis-server.js';
 import { createLogger } from '../lib/logger.js';
@@ -25,8 +25,25 @@ export function openForOncall(config: Config): BrokerApp {
   return buildBrokerApp({ config: { ...config, role: 'api' }, redisUrl, logger: createLogger('silent') });
 }
 
+/** Positional arguments: everything but `--flags` and the value after `--account`. */
+function positional(args: readonly string[]): string[] {
+  return args.filter((a, i) => !a.startsWith('--') && args[i - 1] !== '--account');
+}
+
+/** `--account <name>` picks a configured account; the default account otherwise. */
+function accountArg(app: BrokerApp, args: readonly string[]): PolyvAccount {
+  const i = args.indexOf('--account');
+  if (i < 0) return app.accounts.defaultAccount;
+  const name = args[i + 1];
+  const account = name === undefined ? undefined : app.accounts.named(name);
+  if (account === undefined) {
+    throw new UsageError(`--account needs one of: ${app.accounts.all.map((a) => a.name).join(', ')}`);
+  }
+  return account;
+}
+
 function channelArg(args: readonly string[], required: boolean): string | undefined {
-  const ch = args.find((a) => !a.startsWith('--'));
+  const ch = positional(args)[0];
   if (ch === undefined) {
     if (required) throw new UsageError('a channel ID is required');
     return undefined;
@@ -53,7 +70,7 @@ function printTable(print: Print, rows: ChannelState[], now: number): void {
 
 /** `channels [--json]`: every warm channel with its state. */
 export async function channelsCommand(app: BrokerApp, args: readonly string[], print: Print): Promise<void> {
-  const account = app.accounts.defaultAccount;
+  const account = accountArg(app, args);
   const rows = await app.service.list(account);
   if (args.includes('--json')) print(JSON.stringify({ account: account.name, channels: rows }, null, 2));
   else printTable(print, rows, Date.now());
@@ -61,7 +78,7 @@ export async function channelsCommand(app: BrokerApp, args: readonly string[], p
 
 /** `inspect [channelId] [--json]`: one channel in depth (token masked), or the whole broker at a glance. */
 export async function inspectCommand(app: BrokerApp, args: readonly string[], print: Print): Promise<void> {
-  const account = app.accounts.defaultAccount;
+  const account = accountArg(app, args);
   const channelId = channelArg(args, false);
   const now = Date.now();
   if (channelId === undefined) {
@@ -119,7 +136,7 @@ export async function inspectCommand(app: BrokerApp, args: readonly string[], pr
 /** `refresh <channelId> [--json]`: fetch a new token now (through the budget and the lock). */
 export async function refreshCommand(app: BrokerApp, args: readonly string[], print: Print): Promise<void> {
   const channelId = channelArg(args, true)!;
-  const account = app.accounts.defaultAccount;
+  const account = accountArg(app, args);
   const token = await app.service.forceRefresh(account, channelId);
   const out = { channelId, token: maskToken(token.token), expireTime: token.expireTime, version: token.version };
   if (args.includes('--json')) print(JSON.stringify(out, null, 2));
@@ -129,7 +146,7 @@ export async function refreshCommand(app: BrokerApp, args: readonly string[], pr
 /** `budget <channelId> [--json]`: calls in the rolling hour against the budget, and when a slot frees. */
 export async function budgetCommand(app: BrokerApp, args: readonly string[], print: Print): Promise<void> {
   const channelId = channelArg(args, true)!;
-  const account = app.accounts.defaultAccount;
+  const account = accountArg(app, args);
   const now = Date.now();
   const [used, oldest, globalUsed] = await Promise.all([
     app.budget.used(account.appId, channelId),
