@@ -12,13 +12,14 @@ interface Vector {
   sign: string;
 }
 
-const vectorsPath = fileURLToPath(new URL('../../../shared/polyv-api/sign-vectors.jsonl', import.meta.url));
+// A verbatim copy of shared/polyv-api/sign-vectors.jsonl, so the test runs wherever the repository is cloned.
+const vectorsPath = fileURLToPath(new URL('../../test/fixtures/sign-vectors.jsonl', import.meta.url));
 const vectors: Vector[] = readFileSync(vectorsPath, 'utf8')
   .split('\n')
   .filter((line) => line.trim() !== '')
   .map((line) => JSON.parse(line) as Vector);
 
-describe('PolyV signing (shared/polyv-api/sign-vectors.jsonl)', () => {
+describe('PolyV signing (test/fixtures/sign-vectors.jsonl, from shared/polyv-api)', () => {
   it('has vectors to check', () => {
     expect(vectors.length).toBeGreaterThanOrEqual(10);
   });
