@@ -9,7 +9,7 @@
  * server under test as child processes on 127.0.0.1, and stops them all when it ends, whatever happens
  * (a hard limit of 9.5 minutes included).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -32,6 +32,8 @@ const { values: argv } = parseArgs({
     seconds: { type: 'string', default: '8' },
     channels: { type: 'string', default: '100000' },
     rate: { type: 'string', default: '5000' },
+    /** Writes a V8 CPU profile of every broker process under load into this directory (node --cpu-prof). */
+    profile: { type: 'string' },
   },
 });
 const SECTIONS = new Set((argv.only ?? '').split(','));
@@ -60,17 +62,41 @@ function row(figure: string, value: string, baseline: string, ratio: string, goa
   log(`  ${figure}: ${value}   baseline ${baseline}   ratio ${ratio}${goal === '' ? '' : `   goal ${goal}: ${met === true ? 'met' : met === false ? 'NOT met' : ''}`}`);
 }
 
-async function startServe(kind: 'bare' | 'broker', workers: number, env: Record<string, string>): Promise<{ child: Child; url: string }> {
-  const child = await Child.start(dist('serve.js'), [kind, String(workers)], env);
-  const { url } = child.info as { url: string };
-  await waitForHttp(`${url}/healthz`);
-  return { child, url };
+interface Served {
+  child: Child;
+  url: string;
+  /** The processes that answer requests (cluster workers, or the one process). */
+  pids: number[];
 }
 
+async function startServe(kind: 'bare' | 'broker', workers: number, env: Record<string, string>): Promise<Served> {
+  const execArgv = argv.profile !== undefined && kind === 'broker' ? ['--cpu-prof', `--cpu-prof-dir=${argv.profile}`] : [];
+  const child = await Child.start(dist('serve.js'), [kind, String(workers)], env, execArgv);
+  const { url, pids } = child.info as { url: string; pids: number[] };
+  await waitForHttp(`${url}/healthz`);
+  return { child, url, pids };
+}
+
+/** CPU time (user + system) the processes used so far, in µs, from /proc (Linux). */
+function cpuMicros(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return (ticks * 1_000_000) / CLOCK_TICKS_PER_SECOND;
+}
+const CLOCK_TICKS_PER_SECOND = 100;
+
 /** A short unmeasured run first (JIT, connection set-up), then the measured one. */
-async function measureThroughput(url: string, headers: Record<string, string>) {
+async function measureThroughput(server: Served, headers: Record<string, string>) {
+  const url = `${server.url}/v1/channels/1000001/token`;
   await autocannon(url, { connections: CONNECTIONS, seconds: 2, headers });
-  return autocannon(url, { connections: CONNECTIONS, seconds: SECONDS, headers });
+  const cpu0 = cpuMicros(server.pids);
+  const result = await autocannon(url, { connections: CONNECTIONS, seconds: SECONDS, headers });
+  // Server CPU per answered request: unlike req/s, it does not depend on who else uses the cores.
+  return { ...result, cpuMicrosPerRequest: (cpuMicros(server.pids) - cpu0) / result.total };
 }
 
 async function getJson(url: string): Promise<{ status: number; text: string }> {
@@ -108,20 +134,24 @@ async function main(): Promise<void> {
 
       if (SECTIONS.has('serve')) {
         log('1. serve throughput: cached GET with auth, keep-alive, autocannon');
-        const b1 = await measureThroughput(`${bare.url}${tokenPath}`, AUTH);
-        const k1 = await measureThroughput(`${broker.url}${tokenPath}`, AUTH);
-        const b2 = await measureThroughput(`${bare.url}${tokenPath}`, AUTH);
-        const k2 = await measureThroughput(`${broker.url}${tokenPath}`, AUTH);
+        const b1 = await measureThroughput(bare, AUTH);
+        const k1 = await measureThroughput(broker, AUTH);
+        const b2 = await measureThroughput(bare, AUTH);
+        const k2 = await measureThroughput(broker, AUTH);
         for (const r of [k1, k2]) if (r.non2xx > 0 || r.errors > 0) throw new Error(`broker answered ${r.non2xx} non-2xx, ${r.errors} errors`);
         const bareRps = (b1.requestsPerSec + b2.requestsPerSec) / 2;
         const brokerRps = (k1.requestsPerSec + k2.requestsPerSec) / 2;
         log(`   runs: bare ${fmt(b1.requestsPerSec, 0)} / ${fmt(b2.requestsPerSec, 0)}, broker ${fmt(k1.requestsPerSec, 0)} / ${fmt(k2.requestsPerSec, 0)} req/s`);
         row('serve throughput (req/s)', fmt(brokerRps, 0), `bare node:http ${fmt(bareRps, 0)}`, fmt(brokerRps / bareRps), '>= 0.5', brokerRps / bareRps >= 0.5);
+        const bareCpu = (b1.cpuMicrosPerRequest + b2.cpuMicrosPerRequest) / 2;
+        const brokerCpu = (k1.cpuMicrosPerRequest + k2.cpuMicrosPerRequest) / 2;
+        row('  server CPU per request (µs)', fmt(brokerCpu, 1), `bare node:http ${fmt(bareCpu, 1)}`, `bare/broker ${fmt(bareCpu / brokerCpu)}`);
 
         const noCache = await startServe('broker', 1, { ...serveEnv, BROKER_LOCAL_CACHE_MAX_ENTRIES: '0' });
-        const n = await measureThroughput(`${noCache.url}${tokenPath}`, AUTH);
+        const n = await measureThroughput(noCache, AUTH);
         await noCache.child.stop();
         row('  for reference: cache off, express + one Redis read (req/s)', fmt(n.requestsPerSec, 0), `bare ${fmt(bareRps, 0)}`, fmt(n.requestsPerSec / bareRps));
+        row('    its server CPU per request (µs)', fmt(n.cpuMicrosPerRequest, 1), `bare ${fmt(bareCpu, 1)}`, `bare/broker ${fmt(bareCpu / n.cpuMicrosPerRequest)}`);
       }
 
       if (SECTIONS.has('latency')) {
@@ -190,14 +220,14 @@ async function main(): Promise<void> {
         const port = String(await freePort());
         const one = await startServe('broker', 1, { ...serveEnv, PORT: port });
         await getJson(`${one.url}${tokenPath}`);
-        const r1 = await measureThroughput(`${one.url}${tokenPath}`, AUTH);
+        const r1 = await measureThroughput(one, AUTH);
         await one.child.stop();
         const two = await startServe('broker', 2, { ...serveEnv, PORT: port });
-        const r2 = await measureThroughput(`${two.url}${tokenPath}`, AUTH);
+        const r2 = await measureThroughput(two, AUTH);
         await two.child.stop();
         const bareTwo = await startServe('bare', 2, { PORT: String(await freePort()), BENCH_BODY: body });
-        const bOne = await measureThroughput(`${bare.url}${tokenPath}`, AUTH);
-        const bTwo = await measureThroughput(`${bareTwo.url}${tokenPath}`, AUTH);
+        const bOne = await measureThroughput(bare, AUTH);
+        const bTwo = await measureThroughput(bareTwo, AUTH);
         await bareTwo.child.stop();
         row('API on 2 processes vs 1 (req/s)', `${fmt(r2.requestsPerSec, 0)} vs ${fmt(r1.requestsPerSec, 0)}`, `bare node:http 2 vs 1: ${fmt(bTwo.requestsPerSec, 0)} vs ${fmt(bOne.requestsPerSec, 0)} (x${fmt(bTwo.requestsPerSec / bOne.requestsPerSec)})`, fmt(r2.requestsPerSec / r1.requestsPerSec));
       } else {
@@ -240,34 +270,46 @@ async function redisCpuSeconds(redis: Redis): Promise<number> {
  */
 async function scale(redis: Redis, redisUrl: string, simUrl: string, sim: Child): Promise<void> {
   log(`\n4. scheduler scale: ${CHANNELS} warm channels`);
-  const prefix = 'bench-scale';
+  const prefix = 'ptb'; // the default, so key names are as long as in production
   const env = brokerEnv(redisUrl, simUrl, { BROKER_ROLE: 'api', BROKER_REDIS_PREFIX: prefix, LOG_LEVEL: 'error' });
   const seeder = await Child.start(dist('scale-seed.js'), [], env);
-  const mem0 = await usedMemory(redis);
-  const keys0 = await redis.dbsize();
-  const seeded = await seeder.request<{ ms: number; failures: number }>('seed', { from: 10_000_000, count: CHANNELS, concurrency: 200 });
-  // The fleet-wide limiter remembers calls for 10 s: let those of the seeding expire (steady state, and
-  // the refresh run below starts with the whole fleet limit).
-  await sleep(11_000);
-  const mem1 = await usedMemory(redis);
-  const keys1 = await redis.dbsize();
-  const perChannel = (mem1 - mem0) / CHANNELS;
-  log(`   warmed ${CHANNELS} channels in ${fmt(seeded.ms / 1000, 1)} s (${fmt(CHANNELS / (seeded.ms / 1000), 0)}/s, ${seeded.failures} failures); ${keys1 - keys0} keys`);
+  // Half the channels with Redis' default encoding limits, half with hash-max-listpack-value 256: BullMQ's
+  // job hash has an `opts` value longer than the default 64 bytes, which turns the whole hash into a
+  // hashtable (several hundred bytes more per job).
+  const half = Math.floor(CHANNELS / 2);
   const k = new RedisKeys(prefix);
-  const ch = '10000000';
   const usage = async (key: string) => Number(await redis.call('MEMORY', 'USAGE', key, 'SAMPLES', '0'));
-  const parts = {
-    token: await usage(k.token(BENCH_APP_ID, ch)),
-    status: await usage(k.status(BENCH_APP_ID, ch)),
-    budget: await usage(k.budget(BENCH_APP_ID, ch)),
-    job: await usage(`${k.bullPrefix()}:refresh:${refreshJobId(BENCH_APP_ID, ch)}`),
-  };
-  const shared = {
-    warm: (await usage(k.warm(BENCH_APP_ID))) / CHANNELS,
-    delayed: (await usage(`${k.bullPrefix()}:refresh:delayed`)) / CHANNELS,
-  };
-  log(`   per channel (MEMORY USAGE): token ${parts.token} B, status ${parts.status} B, budget ${parts.budget} B, BullMQ job ${parts.job} B; warm set ${fmt(shared.warm, 0)} B, delayed zset ${fmt(shared.delayed, 0)} B per member`);
-  row('Redis memory per warm channel (bytes, INFO used_memory delta)', fmt(perChannel, 0), '1 KiB = 1024', fmt(perChannel / 1024), '<= 1024', perChannel <= 1024);
+  const jobKey = (ch: string) => `${k.bullPrefix()}:refresh:${refreshJobId(BENCH_APP_ID, ch)}`;
+  const original = (await redis.config('GET', 'hash-max-listpack-value')) as string[];
+  const measured: Array<{ label: string; perChannel: number; parts: Record<string, number> }> = [];
+  for (const [label, from, count, listpackValue] of [
+    ['Redis defaults (hash-max-listpack-value 64)', 10_000_000, half, '64'],
+    ['hash-max-listpack-value 256', 10_000_000 + half, CHANNELS - half, '256'],
+  ] as const) {
+    await redis.config('SET', 'hash-max-listpack-value', listpackValue);
+    const mem0 = await usedMemory(redis);
+    const keys0 = await redis.dbsize();
+    const seeded = await seeder.request<{ ms: number; failures: number }>('seed', { from, count, concurrency: 200 });
+    // The fleet-wide limiter remembers calls for 10 s: let those of the seeding expire (steady state, and
+    // what follows starts with the whole fleet limit).
+    await sleep(11_000);
+    const mem1 = await usedMemory(redis);
+    const keys1 = await redis.dbsize();
+    const ch = String(from);
+    const parts = {
+      token: await usage(k.token(BENCH_APP_ID, ch)),
+      status: await usage(k.status(BENCH_APP_ID, ch)),
+      budget: await usage(k.budget(BENCH_APP_ID, ch)),
+      job: await usage(jobKey(ch)),
+    };
+    measured.push({ label, perChannel: (mem1 - mem0) / count, parts });
+    log(`   ${label}: warmed ${count} channels in ${fmt(seeded.ms / 1000, 1)} s (${fmt(count / (seeded.ms / 1000), 0)}/s, ${seeded.failures} failures), ${keys1 - keys0} keys, ${fmt((mem1 - mem0) / count, 0)} B per channel`);
+    log(`     MEMORY USAGE of one channel: token ${parts.token} B, status ${parts.status} B, budget ${parts.budget} B, BullMQ job ${parts.job} B`);
+  }
+  log(`     shared, per channel: warm set ${fmt((await usage(k.warm(BENCH_APP_ID))) / CHANNELS, 0)} B, delayed zset ${fmt((await usage(`${k.bullPrefix()}:refresh:delayed`)) / CHANNELS, 0)} B, events stream ${fmt((await usage(`${k.bullPrefix()}:refresh:events`)) / CHANNELS, 0)} B`);
+  for (const m of measured) {
+    row(`Redis memory per warm channel, ${m.label} (bytes)`, fmt(m.perChannel, 0), '1 KiB = 1024', fmt(m.perChannel / 1024), '<= 1024', m.perChannel <= 1024);
+  }
 
   // (b) the time-compressed refresh run
   const N = 3000;
@@ -299,8 +341,11 @@ async function scale(redis: Redis, redisUrl: string, simUrl: string, sim: Child)
   await sleep(2000);
   const counted = await sim.request<{ calls: number; channels: number }>('count', { from: windowFrom, to: windowTo, prefix: '2' });
   const timing = await worker.request<{ count: number; p1: number; p50: number; p99: number; max: number; absP99: number }>('timing', { from: t0, to: windowTo });
+  const processedJob = await usage(jobKey('20000000'));
   await worker.stop();
   await seeder.stop();
+  await redis.config('SET', 'hash-max-listpack-value', original[1] ?? '64');
+  log(`   a job hash after its runs (hash-max-listpack-value 256): ${processedJob} B (fields added by the worker: processedOn, attempts)`);
 
   const compressedHours = (windowTo - windowFrom) / (E * 1000);
   const perChannelHour = counted.calls / N / compressedHours;

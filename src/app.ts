@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
 import type { Dispatcher } from 'undici';
@@ -7,6 +7,8 @@ import { ApiKeyAuth } from './http/api-key-auth.js';
 import { authorize } from './http/authorize.js';
 import { closeAdmin, createAdminApp, listenAdmin } from './http/create-admin-app.js';
 import { createHttpApp } from './http/create-http-app.js';
+import { createHttpServer } from './http/create-http-server.js';
+import { ConsumerRateLimiter } from './http/consumer-rate-limiter.js';
 import { systemClock, type Clock } from './lib/clock.js';
 import { createLogger, type Logger } from './lib/logger.js';
 import { BrokerMetrics } from './metrics/broker-metrics.js';
@@ -26,7 +28,7 @@ import { ViewerTokenService } from './service/viewer-token-service.js';
 import { WatchUrlService } from './service/watch-url-service.js';
 import { takeStateSnapshot } from './service/state-snapshot.js';
 import { CallBudget } from './store/call-budget.js';
-import { createRedis, redisOptions } from './store/redis-connection.js';
+import { closeRedis, createBullmqRedis, createRedisClient, duplicateForSubscriber, pingRedis, resolveRedisTarget } from './store/redis-connection.js';
 import { connectOrExplain, probeKeys } from './store/redis-startup-check.js';
 import { RedisKeys } from './store/redis-keys.js';
 import { RedisLock } from './store/redis-lock.js';
@@ -36,8 +38,11 @@ import { TokenStore } from './store/token-store.js';
 
 export interface BrokerAppOptions {
   config: Config;
-  /** The Redis to use; the caller resolves the embedded server when REDIS_URL is unset. */
-  redisUrl: string;
+  /**
+   * The Redis to use unless the config names a Cluster or Sentinel (REDIS_CLUSTER_NODES, REDIS_SENTINELS);
+   * the caller resolves the embedded server when REDIS_URL is unset.
+   */
+  redisUrl?: string | undefined;
   clock?: Clock;
   logger?: Logger;
   metrics?: BrokerMetrics;
@@ -57,6 +62,11 @@ export interface BrokerApp {
   readonly watchUrls: WatchUrlService;
   /** Base URL of the admin listener (BROKER_ADMIN_PORT) once started; undefined without one. */
   readonly adminUrl: string | undefined;
+  /**
+   * Connects the commands client and runs the start-up check, without serving or refreshing (the on-call
+   * CLI uses the stores this way); start() does it first. Idempotent.
+   */
+  connect(): Promise<void>;
   /** Listens on the configured port (0 = any free port); resolves with the base URL. */
   start(): Promise<string>;
   /** Stops in reverse order: HTTP, worker (in-flight refreshes finish), queue, PolyV pool, Redis. */
@@ -65,13 +75,16 @@ export interface BrokerApp {
 
 /** The composition root: the only place that constructs clients, stores, workers and the HTTP server. */
 export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
-  const { config, redisUrl } = options;
+  const { config } = options;
+  const redisTarget = resolveRedisTarget(config, options.redisUrl);
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createLogger(config.logLevel);
   const metrics = options.metrics ?? new BrokerMetrics();
   const keys = new RedisKeys(config.redisPrefix);
-  const redis = createRedis(redisUrl, 'commands', logger.child({ module: 'redis' }), config.redisTls);
-  const bullConnection = redisOptions(redisUrl, 'bullmq', config.redisTls);
+  const redis = createRedisClient(redisTarget, 'commands', logger.child({ module: 'redis' }));
+  // On a Cluster, BullMQ gets a Cluster instance the broker owns (closed in stop()); otherwise options.
+  const bullRedis = createBullmqRedis(redisTarget, logger.child({ module: 'redis' }));
+  const bullConnection = bullRedis.connection;
   const accounts = new AccountRegistry(config.accounts);
 
   const cipher = new TokenCipher({ currentKey: config.encryption.key, oldKeys: config.encryption.oldKeys });
@@ -82,7 +95,7 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
     config.role === 'worker' || config.localCache.maxAgeMs === 0 || config.localCache.maxEntries === 0
       ? undefined
       : new LocalTokenCache({
-          subscriber: redis.duplicate({ autoResubscribe: false, lazyConnect: true, connectionName: 'polyv-token-broker:events' }),
+          subscriber: duplicateForSubscriber(redis, 'polyv-token-broker:events'),
           channel: keys.events(),
           clock,
           logger: logger.child({ module: 'local-token-cache' }),
@@ -186,7 +199,7 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
       const checks: Record<string, string> = {};
       try {
         await Promise.race([
-          redis.ping(),
+          pingRedis(redis),
           new Promise((_, reject) => setTimeout(() => reject(new Error('timeout')), 1000).unref()),
         ]);
         checks['redis'] = 'ok';
@@ -198,7 +211,11 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
     },
   };
 
-  const auth = new ApiKeyAuth(config.apiKeys);
+  // Per-consumer request limits, per replica (see consumer-rate-limiter.ts); none configured: no limiter at all.
+  const rateLimiter = ConsumerRateLimiter.isActive(config.rateLimit, config.apiKeys.map((k) => k.rateLimit))
+    ? new ConsumerRateLimiter({ defaults: config.rateLimit, clock, metrics })
+    : undefined;
+  const auth = new ApiKeyAuth(config.apiKeys, rateLimiter === undefined ? {} : { rateLimiter });
   const http = createHttpApp({
     ...(config.role === 'worker'
       ? {}
@@ -227,6 +244,8 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
       ? undefined
       : createAdminApp({ readiness, registry: metrics.registry, logger: logger.child({ module: 'admin-http' }) });
 
+  let connecting: Promise<void> | undefined;
+  const connect = () => (connecting ??= connectOrExplain(redis, redisTarget, probeKeys(config.redisPrefix)));
   let server: Server | undefined;
   let adminServer: Server | undefined;
   let adminUrl: string | undefined;
@@ -245,8 +264,9 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
     get adminUrl() {
       return adminUrl;
     },
+    connect,
     async start() {
-      await connectOrExplain(redis, redisUrl, probeKeys(config.redisPrefix));
+      await connect();
       const encryption = cipher.describe();
       if (encryption.decryptKeyIds.length > 0) {
         const how = encryption.currentKeyId === undefined ? 'written in plain text, encrypted ones still read' : 'encrypted (AES-256-GCM)';
@@ -255,18 +275,15 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
       await localCache?.start();
       if (worker !== undefined) await worker.start();
       server = await new Promise<Server>((resolve, reject) => {
-        const s = createServer(listener);
+        const s = createHttpServer(listener, config.http, logger.child({ module: 'http' }));
         s.once('error', reject);
         s.listen(config.http.port, config.http.host, () => resolve(s));
       });
-      server.keepAliveTimeout = 65_000;
-      server.headersTimeout = 10_000;
-      server.requestTimeout = 30_000;
       const { port } = server.address() as AddressInfo;
       const host = config.http.host === '0.0.0.0' || config.http.host === '::' ? '127.0.0.1' : config.http.host;
       logger.info({ port, role: config.role }, 'broker listening');
       if (adminHttp !== undefined && config.admin !== undefined) {
-        const admin = await listenAdmin(adminHttp, config.admin.port, config.admin.host);
+        const admin = await listenAdmin(adminHttp, config.admin.port, config.admin.host, config.http, logger.child({ module: 'admin-http' }));
         adminServer = admin.server;
         adminUrl = admin.url;
         logger.info({ adminUrl: admin.url }, 'admin listener (metrics, health) listening');
@@ -285,9 +302,10 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
       }
       await worker?.stop();
       await queue.close();
+      await bullRedis.close();
       await polyv.close();
       await localCache?.stop();
-      await redis.quit().catch(() => redis.disconnect());
+      await closeRedis(redis);
       logger.info('broker stopped');
     },
   };

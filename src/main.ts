@@ -3,28 +3,34 @@ import { loadConfig, type Config } from './config/config.js';
 import { ConfigError } from './errors/broker-error.js';
 import { removeEmbeddedRedisUrl, startRedisServer, writeEmbeddedRedisUrl, type RedisServerHandle } from './infra/redis-server.js';
 import { createLogger, type Logger } from './lib/logger.js';
+import { describeRedisTarget, resolveRedisTarget } from './store/redis-connection.js';
 import { checkRedisAtStartup } from './store/redis-startup-check.js';
 
 export interface RunningBroker {
   readonly app: BrokerApp;
   readonly url: string;
+  /** The Redis URL; with a Cluster or Sentinel, the variable that names it and its nodes. */
   readonly redisUrl: string;
   stop(): Promise<void>;
 }
 
-/** Starts a broker from a validated config, with the embedded redis-server when no REDIS_URL is given. */
+/**
+ * Starts a broker from a validated config, with the embedded redis-server when no Redis is configured
+ * (REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS).
+ */
 export async function startBroker(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningBroker> {
   let embedded: RedisServerHandle | undefined;
   let redisUrl = config.redisUrl;
-  if (redisUrl === undefined) {
+  if (redisUrl === undefined && config.redisDeployment === undefined) {
     embedded = await startRedisServer({ dir: config.dataDir });
     redisUrl = embedded.url;
     writeEmbeddedRedisUrl(config.dataDir, redisUrl);
     logger.info({ dir: config.dataDir, port: embedded.port }, 'REDIS_URL unset: started an embedded redis-server');
   }
   // A wrong password, ACL or CA stops start-up here, with a message naming the setting, before BullMQ connects.
+  const target = resolveRedisTarget(config, redisUrl);
   try {
-    await checkRedisAtStartup(redisUrl, config);
+    await checkRedisAtStartup(target, config);
   } catch (err) {
     await embedded?.stop();
     throw err;
@@ -41,7 +47,7 @@ export async function startBroker(config: Config, logger: Logger = createLogger(
   return {
     app,
     url,
-    redisUrl,
+    redisUrl: redisUrl ?? describeRedisTarget(target),
     async stop() {
       await app.stop();
       if (embedded !== undefined) {

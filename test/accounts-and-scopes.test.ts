@@ -3,12 +3,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Response } from 'express';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import type { PolyvAccount } from '../src/config/config.js';
 import { BrokerError } from '../src/errors/broker-error.js';
 import { authorize, mayAccess } from '../src/http/authorize.js';
-import type { PolyvSimulator, SimAccount } from '../src/sim/polyv-simulator.js';
-import { OTHER_KEY, TEST_ACCOUNT, TEST_KEY, api, eventually, startBroker, startSim, testConfig, type TestBroker } from './support/harness.js';
+import type { SimAccount } from '../src/sim/polyv-simulator.js';
+import { OTHER_KEY, TEST_ACCOUNT, TEST_KEY, api, eventually, testConfig, useSimulator, type TestBroker } from './support/harness.js';
 
 interface TokenBody {
   channelId: string;
@@ -39,12 +39,14 @@ const KIND_KEY = 'kind-scoped-key-0123456789';
 const ALL_KEYS = [TEST_KEY, OTHER_KEY, ACCOUNT_KEY, CHANNEL_KEY, CHANNEL_KEY_SHA, KIND_KEY];
 
 const dir = mkdtempSync(join(tmpdir(), 'ptb-accounts-'));
-let sim: PolyvSimulator;
-const brokers: TestBroker[] = [];
+// Real PolyV channel IDs are unique across accounts; the simulator tracks "the current token" per channel ID
+// only, so it must not invalidate one account's token when the other account fetches the same channel ID.
+const fx = useSimulator({ accounts: [TEST_ACCOUNT, PARTNER], invalidatePreviousChannelToken: false });
+let brokersStarted = 0;
 
 /** A config file with the partner account (budget 2 per hour) and three scoped consumers. */
 function configFile(partnerChannels: string[] = []): string {
-  const path = join(dir, `broker-${brokers.length}-${Date.now()}.yaml`);
+  const path = join(dir, `broker-${brokersStarted}-${Date.now()}.yaml`);
   writeFileSync(
     path,
     `
@@ -70,32 +72,20 @@ consumers:
 }
 
 async function broker(env: Record<string, string> = {}, partnerChannels: string[] = []): Promise<TestBroker> {
-  const config = testConfig(sim.url, {
+  const config = testConfig(fx.sim.url, {
     BROKER_ROLE: 'api',
     BROKER_CONFIG_FILE: configFile(partnerChannels),
     PARTNER_SECRET: PARTNER.appSecret,
     ...env,
   });
-  const b = await startBroker(config);
-  brokers.push(b);
-  return b;
+  brokersStarted += 1;
+  return fx.broker(config);
 }
 
 const callsBy = (appId: string, channelId: string) =>
-  sim.calls({ endpoint: 'get-channel-token', channelId }).filter((c) => c.params['appId'] === appId).length;
+  fx.sim.calls({ endpoint: 'get-channel-token', channelId }).filter((c) => c.params['appId'] === appId).length;
 
-beforeAll(async () => {
-  // Real PolyV channel IDs are unique across accounts; the simulator tracks "the current token" per channel ID
-  // only, so it must not invalidate one account's token when the other account fetches the same channel ID.
-  sim = await startSim({ accounts: [TEST_ACCOUNT, PARTNER], invalidatePreviousChannelToken: false });
-});
-afterEach(async () => {
-  await Promise.all(brokers.splice(0).map((b) => b.stop()));
-  sim.setFault(null);
-  sim.resetCalls();
-});
-afterAll(async () => {
-  await sim.close();
+afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -109,8 +99,8 @@ describe('several PolyV accounts', () => {
     expect([main.status, partner.status, mainByName.status]).toEqual([200, 200, 200]);
     expect(partner.body.channelToken).not.toBe(main.body.channelToken);
     expect(mainByName.body.channelToken).toBe(main.body.channelToken);
-    expect(sim.checkToken('channel', '1000001', main.body.channelToken)).toEqual({ valid: true });
-    expect(sim.checkToken('channel', '1000001', partner.body.channelToken)).toEqual({ valid: true });
+    expect(fx.sim.checkToken('channel', '1000001', main.body.channelToken)).toEqual({ valid: true });
+    expect(fx.sim.checkToken('channel', '1000001', partner.body.channelToken)).toEqual({ valid: true });
     expect([callsBy(TEST_ACCOUNT.appId, '1000001'), callsBy(PARTNER.appId, '1000001')]).toEqual([1, 1]);
 
     expect((await b.app.store.read(TEST_ACCOUNT.appId, '1000001'))?.token).toBe(main.body.channelToken);
@@ -122,7 +112,7 @@ describe('several PolyV accounts', () => {
     const res = await api<ErrorBody>(b.url, '/v1/accounts/nobody/channels/1000001/token');
     expect(res.status).toBe(404);
     expect(res.body.error).toEqual({ code: 'not_found', message: 'unknown account: nobody' });
-    expect(sim.calls()).toHaveLength(0);
+    expect(fx.sim.calls()).toHaveLength(0);
   });
 
   it("when an account sets budgets.channelTokenPerHour, then its channels stop at that budget while the default account's do not", async () => {
@@ -148,6 +138,9 @@ describe('several PolyV accounts', () => {
     expect(state.body).toMatchObject({ callsLastHour: 2, budgetPerHour: PARTNER_BUDGET });
     const defaultState = await api<ChannelState>(b.url, '/v1/channels/1000003');
     expect(defaultState.body.budgetPerHour).toBe(450);
+    const metrics = await fetch(`${b.url}/metrics`).then((r) => r.text());
+    expect(metrics).toContain(`polyv_broker_channel_budget_per_hour{account="partner"} ${PARTNER_BUDGET}`);
+    expect(metrics).toContain('polyv_broker_channel_budget_per_hour{account="default"} 450');
 
     // Disposable tokens draw from the same per-account budget.
     const d1 = await api(b.url, '/v1/accounts/partner/channels/3000002/token?disposable=true');
@@ -164,7 +157,7 @@ describe('several PolyV accounts', () => {
     const res = await api<TokenBody>(b.url, '/v1/channels/3000003/token');
     expect(res.status).toBe(200);
     expect(callsBy(PARTNER.appId, '3000003')).toBe(1);
-    expect(sim.checkToken('channel', '3000003', res.body.channelToken)).toEqual({ valid: true });
+    expect(fx.sim.checkToken('channel', '3000003', res.body.channelToken)).toEqual({ valid: true });
     expect((await api<{ account: string }>(b.url, '/v1/channels')).body.account).toBe('partner');
     expect((await api(b.url, '/v1/accounts/default/channels/1000001/token')).status).toBe(404);
     expect(b.app.accounts.all.map((a) => a.name)).toEqual(['partner']);
@@ -176,8 +169,8 @@ describe('several PolyV accounts', () => {
       const both = await Promise.all([b.app.store.read(TEST_ACCOUNT.appId, '1000004'), b.app.store.read(PARTNER.appId, '3000003')]);
       return both.every((t) => t !== null) ? both : undefined;
     });
-    expect(sim.checkToken('channel', '1000004', mainToken!.token)).toEqual({ valid: true });
-    expect(sim.checkToken('channel', '3000003', partnerToken!.token)).toEqual({ valid: true });
+    expect(fx.sim.checkToken('channel', '1000004', mainToken!.token)).toEqual({ valid: true });
+    expect(fx.sim.checkToken('channel', '3000003', partnerToken!.token)).toEqual({ valid: true });
     expect([callsBy(TEST_ACCOUNT.appId, '1000004'), callsBy(PARTNER.appId, '3000003')]).toEqual([1, 1]);
     const partnerList = await api<{ account: string; channels: ChannelState[] }>(b.url, '/v1/accounts/partner/channels');
     expect(partnerList.body.account).toBe('partner');
@@ -221,7 +214,7 @@ describe('scoped consumers', () => {
 
     const own = await call<TokenBody>(b.url, '/v1/accounts/partner/channels/1000001/token', { key: ACCOUNT_KEY });
     expect(own.status).toBe(200);
-    expect(sim.checkToken('channel', '1000001', own.body.channelToken)).toEqual({ valid: true });
+    expect(fx.sim.checkToken('channel', '1000001', own.body.channelToken)).toEqual({ valid: true });
   });
 
   it('when a consumer is limited to channels (a hashed key), then other channels answer 403 in every account and its channel 200', async () => {
@@ -246,7 +239,7 @@ describe('scoped consumers', () => {
     expect(res.body).toEqual(forbidden('watch-only', '1000002', 'default'));
     const disposable = await call(b.url, '/v1/channels/1000002/token?disposable=true', { key: KIND_KEY });
     expect(disposable.body).toEqual(forbidden('watch-only', '1000002', 'default'));
-    expect(sim.calls()).toHaveLength(0);
+    expect(fx.sim.calls()).toHaveLength(0);
   });
 
   it('when a consumer is limited to watch_api tokens, then it gets viewer tokens and 403 for every other kind', async () => {
@@ -257,7 +250,7 @@ describe('scoped consumers', () => {
       key: KIND_KEY,
     });
     expect(viewer.status).toBe(200);
-    expect(sim.checkToken('watch-api', '1000002', viewer.body.token)).toEqual({ valid: true });
+    expect(fx.sim.checkToken('watch-api', '1000002', viewer.body.token)).toEqual({ valid: true });
 
     const common = await call(b.url, '/v1/channels/1000002/common-token', { key: KIND_KEY });
     const commonRefresh = await call(b.url, '/v1/channels/1000002/common-token/refresh', {
@@ -269,8 +262,8 @@ describe('scoped consumers', () => {
     expect([common.status, commonRefresh.status, url.status]).toEqual([403, 403, 403]);
     expect(common.body.error.message).toBe('consumer watch-only may not read common tokens of channel 1000002 in account default');
     expect(url.body.error.message).toBe('consumer watch-only may not read watch_url tokens of channel 1000002 in account default');
-    expect(sim.calls({ endpoint: 'common-get-token' })).toHaveLength(0);
-    expect(sim.calls({ endpoint: 'get-token-watch-url' })).toHaveLength(0);
+    expect(fx.sim.calls({ endpoint: 'common-get-token' })).toHaveLength(0);
+    expect(fx.sim.calls({ endpoint: 'get-token-watch-url' })).toHaveLength(0);
 
     const otherChannel = await call(b.url, '/v1/channels/1000001/watch-tokens', {
       method: 'POST',

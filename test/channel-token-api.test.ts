@@ -1,6 +1,5 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { PolyvSimulator } from '../src/sim/polyv-simulator.js';
-import { LogCapture, TEST_ACCOUNT, TEST_KEY, api, startBroker, startSim, testConfig, type TestBroker } from './support/harness.js';
+import { describe, expect, it } from 'vitest';
+import { LogCapture, TEST_ACCOUNT, TEST_KEY, api, testConfig, useSimulator, type TestBroker } from './support/harness.js';
 
 interface TokenBody {
   channelId: string;
@@ -11,28 +10,13 @@ interface ErrorBody {
   error: { code: string; message: string };
 }
 
-let sim: PolyvSimulator;
-const brokers: TestBroker[] = [];
+const fx = useSimulator();
 
-async function broker(env: Record<string, string> = {}, logs?: LogCapture): Promise<TestBroker> {
-  const b = await startBroker(testConfig(sim.url, { BROKER_ROLE: 'api', ...env }), logs ? { logger: logs.logger } : {});
-  brokers.push(b);
-  return b;
+function broker(env: Record<string, string> = {}, logs?: LogCapture): Promise<TestBroker> {
+  return fx.broker(testConfig(fx.sim.url, { BROKER_ROLE: 'api', ...env }), logs ? { logger: logs.logger } : {});
 }
 
-beforeAll(async () => {
-  sim = await startSim();
-});
-afterEach(async () => {
-  await Promise.all(brokers.splice(0).map((b) => b.stop()));
-  sim.setFault(null);
-  sim.resetCalls();
-});
-afterAll(async () => {
-  await sim.close();
-});
-
-const channelCalls = (channelId: string) => sim.calls({ endpoint: 'get-channel-token', channelId }).length;
+const channelCalls = (channelId: string) => fx.sim.calls({ endpoint: 'get-channel-token', channelId }).length;
 
 describe('GET /v1/channels/{channelId}/token', () => {
   it('when the channel is cold, then it fetches once from PolyV, answers 200 and serves the cache afterwards', async () => {
@@ -41,13 +25,13 @@ describe('GET /v1/channels/{channelId}/token', () => {
     expect(first.status).toBe(200);
     expect(first.body.channelId).toBe('1000001');
     expect(first.body.expireTime).toBeGreaterThan(Date.now() + 3500_000);
-    expect(sim.checkToken('channel', '1000001', first.body.channelToken)).toEqual({ valid: true });
+    expect(fx.sim.checkToken('channel', '1000001', first.body.channelToken)).toEqual({ valid: true });
     expect(first.headers.get('cache-control')).toBe('no-store');
 
     const second = await api<TokenBody>(b.url, '/v1/channels/1000001/token');
     expect(second.body).toEqual(first.body);
     expect(channelCalls('1000001')).toBe(1);
-    const sent = sim.calls({ endpoint: 'get-channel-token' })[0]!.params;
+    const sent = fx.sim.calls({ endpoint: 'get-channel-token' })[0]!.params;
     expect(sent).toMatchObject({ appId: TEST_ACCOUNT.appId, channelId: '1000001', expireSeconds: '3600' });
     expect(Object.values(sent)).not.toContain('');
   });
@@ -55,7 +39,7 @@ describe('GET /v1/channels/{channelId}/token', () => {
   it('when 40 cold requests hit three replicas at once, then PolyV is called exactly once and all get the same token', async () => {
     const env = { BROKER_REDIS_PREFIX: `sf${Date.now().toString(36)}` };
     const replicas = await Promise.all([broker(env), broker(env), broker(env)]);
-    sim.setFault({ kind: 'latency', ms: 200 });
+    fx.sim.setFault({ kind: 'latency', ms: 200 });
     const results = await Promise.all(
       Array.from({ length: 40 }, (_, i) => api<TokenBody>(replicas[i % 3]!.url, '/v1/channels/1000002/token')),
     );
@@ -71,7 +55,7 @@ describe('GET /v1/channels/{channelId}/token', () => {
       expect(res.status).toBe(400);
       expect(res.body.error.code).toBe('invalid_channel_id');
     }
-    expect(sim.calls().length).toBe(0);
+    expect(fx.sim.calls().length).toBe(0);
   });
 
   it('when PolyV says the channel is not in the account, then 404 channel_not_in_account, remembered without asking again', async () => {
@@ -86,7 +70,7 @@ describe('GET /v1/channels/{channelId}/token', () => {
 
   it('when PolyV is down and no token is cached, then 503 upstream_unavailable with Retry-After', async () => {
     const b = await broker();
-    sim.setFault({ kind: 'http-status', status: 502 });
+    fx.sim.setFault({ kind: 'http-status', status: 502 });
     const res = await api<ErrorBody>(b.url, '/v1/channels/1000003/token');
     expect(res.status).toBe(503);
     expect(res.body.error.code).toBe('upstream_unavailable');
@@ -95,7 +79,7 @@ describe('GET /v1/channels/{channelId}/token', () => {
 
   it('when PolyV hangs, then the broker gives up at its timeout with 503 instead of hanging', async () => {
     const b = await broker({ POLYV_TIMEOUT_MS: '300' });
-    sim.setFault({ kind: 'hang' });
+    fx.sim.setFault({ kind: 'hang' });
     const started = Date.now();
     const res = await api<ErrorBody>(b.url, '/v1/channels/1000003/token');
     expect(res.status).toBe(503);
@@ -105,10 +89,10 @@ describe('GET /v1/channels/{channelId}/token', () => {
 
   it('when PolyV says invalid timestamp once, then the call is re-signed with a fresh timestamp and succeeds', async () => {
     const b = await broker();
-    sim.setFault({ kind: 'error-code', code: 400, message: 'invalid timestamp.', times: 1 });
+    fx.sim.setFault({ kind: 'error-code', code: 400, message: 'invalid timestamp.', times: 1 });
     const res = await api<TokenBody>(b.url, '/v1/channels/1000003/token');
     expect(res.status).toBe(200);
-    const calls = sim.calls({ endpoint: 'get-channel-token', channelId: '1000003' });
+    const calls = fx.sim.calls({ endpoint: 'get-channel-token', channelId: '1000003' });
     expect(calls).toHaveLength(2);
     expect(calls[0]!.params['timestamp']).not.toBeUndefined();
   });
@@ -154,7 +138,7 @@ describe('POST /v1/channels/{channelId}/token/refresh (compare-and-refresh)', ()
     const env = { BROKER_REDIS_PREFIX: `cr${Date.now().toString(36)}` };
     const [a, b] = await Promise.all([broker(env), broker(env)]);
     const original = await api<TokenBody>(a.url, '/v1/channels/2000001/token');
-    sim.setFault({ kind: 'latency', ms: 100 });
+    fx.sim.setFault({ kind: 'latency', ms: 100 });
     const reports = await Promise.all(
       Array.from({ length: 30 }, (_, i) =>
         api<TokenBody>((i % 2 ? a : b).url, '/v1/channels/2000001/token/refresh', {
@@ -193,7 +177,7 @@ describe('POST /v1/channels/{channelId}/token/refresh (compare-and-refresh)', ()
     expect(notString.status).toBe(400);
     const huge = await api<ErrorBody>(b.url, path, { method: 'POST', body: { rejectedToken: 'x'.repeat(100_000) } });
     expect([huge.status, huge.body.error.code]).toEqual([413, 'payload_too_large']);
-    expect(sim.calls().length).toBe(0);
+    expect(fx.sim.calls().length).toBe(0);
   });
 });
 
@@ -207,7 +191,7 @@ describe('authentication and errors', () => {
     expect(wrong.status).toBe(401);
     const basic = await api<ErrorBody>(b.url, '/v1/channels', { key: null, headers: { authorization: `Basic ${TEST_KEY}` } });
     expect(basic.status).toBe(401);
-    expect(sim.calls().length).toBe(0);
+    expect(fx.sim.calls().length).toBe(0);
     expect((await api(b.url, '/healthz', { key: null })).status).toBe(200);
     const ready = await api<{ status: string; checks: Record<string, string> }>(b.url, '/readyz', { key: null });
     expect(ready.status).toBe(200);

@@ -265,7 +265,7 @@ describe('BROKER_CONFIG_FILE: validation lists every problem at once', () => {
     'BROKER_CONFIG_FILE consumers[4].accounts: must list at least one of account names (leave it out to allow all)',
     'BROKER_CONFIG_FILE consumers[4].channels[0]: must be a channel ID of 1-20 digits',
     'BROKER_CONFIG_FILE consumers[4].kinds[1]: must be one of channel, watch_api, common, watch_url',
-    'BROKER_CONFIG_FILE consumers[5]: must be a mapping with name, key or keySha256, and optionally accounts, channels and kinds',
+    'BROKER_CONFIG_FILE consumers[5]: must be a mapping with name, key or keySha256, and optionally accounts, channels, kinds and rateLimit',
     'BROKER_CONFIG_FILE unknown field "extra"',
   ];
 

@@ -55,7 +55,7 @@ const FAKE_SNAPSHOT: StateSnapshot = {
   jobs: { delayed: 2, waiting: 0, active: 0, failed: 0, prioritized: 0 },
   globalCallsLast10s: 3,
   globalLimitPer10s: 1200,
-  channelBudgetPerHour: 450,
+  channelBudgetsPerHour: { default: 450 },
   maxBudgetUsedRatio: 0.01,
   channels: [
     { account: 'default', channelId: '1000001', callsLastHour: 3, remainingSeconds: 3000 },

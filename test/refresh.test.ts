@@ -1,16 +1,14 @@
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { PolyvSimulator } from '../src/sim/polyv-simulator.js';
-import { api, eventually, redisUrl, startBroker, startSim, testConfig, uniquePrefix, type TestBroker } from './support/harness.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { api, eventually, redisUrl, testConfig, uniquePrefix, useSimulator, type TestBroker } from './support/harness.js';
 
 interface TokenBody {
   channelToken: string;
   expireTime: number;
 }
 
-let sim: PolyvSimulator;
+const fx = useSimulator({ invalidatePreviousChannelToken: false });
 let redis: Redis;
-const brokers: TestBroker[] = [];
 
 /** Short lifetimes: tokens live 6 s, are refreshed 3 s before expiry, never served with under 1 s left. */
 const SHORT = {
@@ -19,27 +17,18 @@ const SHORT = {
   BROKER_MIN_TTL_SECONDS: '1',
 };
 
-async function broker(env: Record<string, string>): Promise<TestBroker> {
-  const b = await startBroker(testConfig(sim.url, env));
-  brokers.push(b);
-  return b;
+function broker(env: Record<string, string>): Promise<TestBroker> {
+  return fx.broker(testConfig(fx.sim.url, env));
 }
 
-beforeAll(async () => {
-  sim = await startSim({ invalidatePreviousChannelToken: false });
+beforeAll(() => {
   redis = new Redis(redisUrl());
 });
-afterEach(async () => {
-  await Promise.all(brokers.splice(0).map((b) => b.stop()));
-  sim.setFault(null);
-  sim.resetCalls();
-});
 afterAll(async () => {
-  await sim.close();
   await redis.quit();
 });
 
-const callsFor = (channelId: string) => sim.calls({ endpoint: 'get-channel-token', channelId }).filter((c) => c.code === 200);
+const callsFor = (channelId: string) => fx.sim.calls({ endpoint: 'get-channel-token', channelId }).filter((c) => c.code === 200);
 
 /** Reads the token every `everyMs` for `forMs`, checking each one against the simulator as it arrives. */
 async function readContinuously(url: string, channelId: string, forMs: number, everyMs = 100) {
@@ -51,7 +40,7 @@ async function readContinuously(url: string, channelId: string, forMs: number, e
       status: res.status,
       token: res.body.channelToken,
       remainingMs: res.body.expireTime - Date.now(),
-      valid: sim.checkToken('channel', channelId, res.body.channelToken).valid,
+      valid: fx.sim.checkToken('channel', channelId, res.body.channelToken).valid,
     });
     await new Promise((r) => setTimeout(r, everyMs));
   }
@@ -93,12 +82,12 @@ describe('proactive refresh (BullMQ)', () => {
     const b = await broker({ ...SHORT, BROKER_CHANNELS: '1000004' });
     const appId = b.app.accounts.defaultAccount.appId;
     const first = await eventually(() => b.app.store.read(appId, '1000004'));
-    sim.setFault({ kind: 'error-code', code: 500, message: '', times: 2, endpoints: ['get-channel-token'] });
+    fx.sim.setFault({ kind: 'error-code', code: 500, message: '', times: 2, endpoints: ['get-channel-token'] });
     const seen = await readContinuously(b.url, '1000004', 6000);
     expect(seen.every((s) => s.status === 200 && s.valid && s.remainingMs >= 1000)).toBe(true);
     const now = await b.app.store.read(appId, '1000004');
     expect(now!.token).not.toBe(first.token);
-    expect(sim.calls({ endpoint: 'get-channel-token', channelId: '1000004' }).filter((c) => c.faulted)).toHaveLength(2);
+    expect(fx.sim.calls({ endpoint: 'get-channel-token', channelId: '1000004' }).filter((c) => c.faulted)).toHaveLength(2);
     const state = await b.app.service.describe(b.app.accounts.defaultAccount, '1000004');
     expect(state.lastError).toBeNull();
   });
@@ -129,13 +118,12 @@ describe('reconcile', () => {
 describe('graceful shutdown', () => {
   it('when stopped during a refresh, then the refresh finishes and its token is stored', async () => {
     const prefix = uniquePrefix();
-    sim.setFault({ kind: 'latency', ms: 700 });
+    fx.sim.setFault({ kind: 'latency', ms: 700 });
     const b = await broker({ BROKER_CHANNELS: '2000002', BROKER_REDIS_PREFIX: prefix });
     const appId = b.app.accounts.defaultAccount.appId;
     await new Promise((r) => setTimeout(r, 250));
     expect(await b.app.store.read(appId, '2000002')).toBeNull();
     await b.stop();
-    brokers.splice(brokers.indexOf(b), 1);
     const check = new Redis(redisUrl());
     try {
       expect(await check.hget(`${prefix}:{${appId}:2000002}:token`, 'token')).toMatch(/^[0-9a-f]{32}$/);

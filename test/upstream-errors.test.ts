@@ -1,34 +1,19 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/lib/clock.js';
 import { createLogger } from '../src/lib/logger.js';
 import { CONFIG_ERROR_RETRY_MS, RETRY_CAP_MS, processRefresh } from '../src/scheduler/refresh-processor.js';
-import type { PolyvSimulator, SimFault } from '../src/sim/polyv-simulator.js';
-import { api, startBroker, startSim, testConfig, type TestBroker } from './support/harness.js';
+import type { SimFault } from '../src/sim/polyv-simulator.js';
+import { api, testConfig, useSimulator, type TestBroker } from './support/harness.js';
 
 interface ErrorBody {
   error: { code: string; message: string };
 }
 
 const silent = createLogger('silent');
-let sim: PolyvSimulator;
-const brokers: TestBroker[] = [];
-async function broker(env: Record<string, string> = {}, clock?: ManualClock): Promise<TestBroker> {
-  const b = await startBroker(testConfig(sim.url, { BROKER_ROLE: 'api', POLYV_TIMEOUT_MS: '400', ...env }), clock ? { clock } : {});
-  brokers.push(b);
-  return b;
+const fx = useSimulator();
+function broker(env: Record<string, string> = {}, clock?: ManualClock): Promise<TestBroker> {
+  return fx.broker(testConfig(fx.sim.url, { BROKER_ROLE: 'api', POLYV_TIMEOUT_MS: '400', ...env }), clock ? { clock } : {});
 }
-
-beforeAll(async () => {
-  sim = await startSim();
-});
-afterEach(async () => {
-  await Promise.all(brokers.splice(0).map((b) => b.stop()));
-  sim.setFault(null);
-  sim.resetCalls();
-});
-afterAll(async () => {
-  await sim.close();
-});
 
 describe('upstream failures on a cold channel are classified as ERRORS-AND-LIMITS.md says', () => {
   const cases: Array<[string, string, number, SimFault]> = [
@@ -45,12 +30,12 @@ describe('upstream failures on a cold channel are classified as ERRORS-AND-LIMIT
   ];
   it.each(cases)('%s → 503 %s with Retry-After, after %i call(s)', async (_name, code, expectedCalls, fault) => {
     const b = await broker();
-    sim.setFault(fault);
+    fx.sim.setFault(fault);
     const res = await api<ErrorBody>(b.url, '/v1/channels/1000001/token');
     expect(res.status).toBe(503);
     expect(res.body.error.code).toBe(code);
     expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
-    expect(sim.calls({ endpoint: 'get-channel-token' })).toHaveLength(expectedCalls);
+    expect(fx.sim.calls({ endpoint: 'get-channel-token' })).toHaveLength(expectedCalls);
     // the error is recorded for on-call
     const state = await b.app.service.describe(b.app.accounts.defaultAccount, '1000001');
     expect(state.lastError?.code).toBe(code);
@@ -63,7 +48,7 @@ describe('the refresh job decides its next run from the failure', () => {
     const b = await broker(env, clock);
     const account = b.app.accounts.defaultAccount;
     await b.app.store.addWarm(account.appId, '1000002');
-    sim.setFault(fault);
+    fx.sim.setFault(fault);
     const decision = await processRefresh(
       { accounts: b.app.accounts, service: b.app.service, store: b.app.store, clock, logger: silent, random: () => 0.5 },
       { appId: account.appId, channelId: '1000002', failures: 2 },

@@ -7,8 +7,8 @@ import {
   UsageError,
   budgetCommand,
   channelsCommand,
+  connectForOncall,
   inspectCommand,
-  openForOncall,
   refreshCommand,
   type Print,
 } from './oncall-commands.js';
@@ -42,7 +42,7 @@ const ONCALL: Record<string, (app: BrokerApp, args: readonly string[], print: Pr
 
 async function oncall(command: string, args: readonly string[]): Promise<number> {
   const run = ONCALL[command]!;
-  const app = openForOncall(loadConfig(process.env));
+  const app = await connectForOncall(loadConfig(process.env));
   try {
     await run(app, args, print);
     return 0;

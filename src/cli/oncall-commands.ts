@@ -16,13 +16,30 @@ const iso = (ms: number | null | undefined) => (ms === null || ms === undefined 
 const secondsFrom = (ms: number | null | undefined, now: number) =>
   ms === null || ms === undefined ? '-' : `${Math.round((ms - now) / 1000)}s`;
 
-/** Opens the broker's own stores on the configured Redis, without HTTP or worker. */
+/**
+ * Opens the broker's own stores on the configured Redis (REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS,
+ * else the embedded server of a local `serve`/`demo`), without HTTP or worker.
+ */
 export function openForOncall(config: Config): BrokerApp {
-  const redisUrl = config.redisUrl ?? readEmbeddedRedisUrl(config.dataDir);
-  if (redisUrl === undefined) {
-    throw new UsageError('REDIS_URL is unset and no embedded redis-server is running under BROKER_DATA_DIR');
+  const redisUrl = config.redisUrl ?? (config.redisDeployment === undefined ? readEmbeddedRedisUrl(config.dataDir) : undefined);
+  if (redisUrl === undefined && config.redisDeployment === undefined) {
+    throw new UsageError(
+      'REDIS_URL, REDIS_CLUSTER_NODES and REDIS_SENTINELS are unset and no embedded redis-server is running under BROKER_DATA_DIR',
+    );
   }
   return buildBrokerApp({ config: { ...config, role: 'api' }, redisUrl, logger: createLogger('silent') });
+}
+
+/** openForOncall, connected and checked (a wrong password or an unreachable Redis fails here, explained). */
+export async function connectForOncall(config: Config): Promise<BrokerApp> {
+  const app = openForOncall(config);
+  try {
+    await app.connect();
+  } catch (err) {
+    await app.stop().catch(() => undefined);
+    throw err;
+  }
+  return app;
 }
 
 /** Positional arguments: everything but `--flags` and the value after `--account`. */

@@ -15,6 +15,7 @@ const APP_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 const SHA256_HEX_RE = /^[0-9a-fA-F]{64}$/;
 const MAX_CHANNEL_TOKEN_BUDGET_PER_HOUR = 500;
+const MAX_RATE_LIMIT = 1_000_000;
 
 /** A string field: "is required" when absent, "must be a string" for any other type (the value is never echoed). */
 function text(rule: string) {
@@ -98,7 +99,23 @@ const consumerSchema = z
     accounts: list(text('an account name'), 'account names').optional(),
     channels: list(channelIdSchema, 'channel IDs').optional(),
     kinds: list(z.enum(CONSUMER_KINDS, { error: `must be one of ${CONSUMER_KINDS.join(', ')}` }), 'token kinds').optional(),
-  }, { error: 'must be a mapping with name, key or keySha256, and optionally accounts, channels and kinds' })
+    rateLimit: z
+      .strictObject(
+        {
+          perSecond: z
+            .int({ error: `must be a whole number from 0 to ${MAX_RATE_LIMIT} (0: no limit for this consumer)` })
+            .min(0, 'must be at least 0')
+            .max(MAX_RATE_LIMIT, `must be at most ${MAX_RATE_LIMIT}`),
+          burst: z
+            .int({ error: `must be a whole number from 1 to ${MAX_RATE_LIMIT}` })
+            .min(1, 'must be at least 1')
+            .max(MAX_RATE_LIMIT, `must be at most ${MAX_RATE_LIMIT}`)
+            .optional(),
+        },
+        { error: 'must be a mapping such as { perSecond: 50, burst: 100 }' },
+      )
+      .optional(),
+  }, { error: 'must be a mapping with name, key or keySha256, and optionally accounts, channels, kinds and rateLimit' })
   .superRefine(
     (c, ctx) => {
       const key = (c as { key?: unknown }).key;
@@ -312,7 +329,12 @@ export function resolveAccountsAndConsumers(input: AccountsAndConsumersInput): A
       ...(c.channels === undefined ? {} : { channels: [...new Set(c.channels)] }),
       ...(c.kinds === undefined ? {} : { kinds: [...new Set(c.kinds)] }),
     };
-    const scoped = Object.keys(scope).length === 0 ? {} : { scope };
+    const scoped = {
+      ...(Object.keys(scope).length === 0 ? {} : { scope }),
+      ...(c.rateLimit === undefined
+        ? {}
+        : { rateLimit: { perSecond: c.rateLimit.perSecond, burst: c.rateLimit.burst ?? Math.max(1, c.rateLimit.perSecond) } }),
+    };
     const key: ApiKey =
       c.keySha256 !== undefined
         ? { name: c.name, keySha256: c.keySha256.toLowerCase(), ...scoped }

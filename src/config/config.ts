@@ -4,6 +4,7 @@ import { CHANNEL_ID_RE, KEY_NAME_RE, MIN_API_KEY_LENGTH, envSchema, type ParsedE
 import { resolveSecuritySettings } from './security-settings.js';
 import { resolveAccountsAndConsumers } from './config-file.js';
 import type { TokenKind } from '../metrics/broker-metrics.js';
+import type { RedisDeployment } from '../store/redis-connection.js';
 
 export type BrokerRole = 'all' | 'api' | 'worker';
 export type LogLevel = ParsedEnv['LOG_LEVEL'];
@@ -33,8 +34,18 @@ export interface ConsumerScope {
   readonly kinds?: readonly TokenKind[];
 }
 
-/** A consumer's key, as plain text or as its SHA-256 digest (hex); no scope: it may read everything. */
-export type ApiKey = { readonly name: string; readonly scope?: ConsumerScope } & (
+/** A request rate limit of one consumer (token bucket); `perSecond` 0 means no limit. */
+export interface RateLimit {
+  readonly perSecond: number;
+  /** Most requests at once after being idle; at least 1. */
+  readonly burst: number;
+}
+
+/**
+ * A consumer's key, as plain text or as its SHA-256 digest (hex); no scope: it may read everything; no
+ * `rateLimit`: the env one (BROKER_RATE_LIMIT_PER_SECOND).
+ */
+export type ApiKey = { readonly name: string; readonly scope?: ConsumerScope; readonly rateLimit?: RateLimit } & (
   | { readonly key: string; readonly keySha256?: undefined }
   | { readonly keySha256: string; readonly key?: undefined }
 );
@@ -44,11 +55,16 @@ export interface Config {
   readonly redisUrl: string | undefined;
   /** TLS settings for rediss:// (every connection, BullMQ's included); `ca` is PEM text. */
   readonly redisTls: { readonly ca: string | undefined };
+  /** A Redis Cluster (REDIS_CLUSTER_NODES) or Sentinel (REDIS_SENTINELS), used instead of REDIS_URL; undefined: REDIS_URL. */
+  readonly redisDeployment: RedisDeployment | undefined;
   /** Tokens at rest: `key` encrypts and decrypts, `oldKeys` only decrypt; no key: plain text. */
   readonly encryption: { readonly key: Buffer | undefined; readonly oldKeys: readonly Buffer[] };
   /** A separate listener for /metrics, /healthz and /readyz; undefined: they are served on the main port. */
   readonly admin: { readonly port: number; readonly host: string } | undefined;
-  readonly http: { readonly port: number; readonly host: string };
+  /** The main listener; the timeouts apply to the admin listener too (slow clients, see create-http-server.ts). */
+  readonly http: { readonly port: number; readonly host: string; readonly headersTimeoutMs: number; readonly requestTimeoutMs: number };
+  /** Default per-consumer request limit on /v1, per replica; `perSecond` 0: off. */
+  readonly rateLimit: RateLimit;
   readonly polyv: { readonly baseUrl: string; readonly timeoutMs: number; readonly connectTimeoutMs: number };
   readonly accounts: readonly PolyvAccount[];
   readonly apiKeys: readonly ApiKey[];
@@ -139,14 +155,32 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>, op
       `BROKER_COMMON_TOKEN_TTL_SECONDS must be greater than BROKER_MIN_TTL_SECONDS (${e.BROKER_MIN_TTL_SECONDS}), got ${e.BROKER_COMMON_TOKEN_TTL_SECONDS}`,
     );
   }
+  if (e.BROKER_HEADERS_TIMEOUT_MS > e.BROKER_REQUEST_TIMEOUT_MS) {
+    problems.push(
+      `BROKER_HEADERS_TIMEOUT_MS must be at most BROKER_REQUEST_TIMEOUT_MS (${e.BROKER_REQUEST_TIMEOUT_MS}), got ${e.BROKER_HEADERS_TIMEOUT_MS}`,
+    );
+  }
+  if (e.BROKER_RATE_LIMIT_BURST !== undefined && e.BROKER_RATE_LIMIT_PER_SECOND === 0) {
+    problems.push('BROKER_RATE_LIMIT_BURST needs BROKER_RATE_LIMIT_PER_SECOND (at least 1): without it there is no limit');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
 
   return {
     redisUrl: e.REDIS_URL,
     redisTls: security.redisTls,
+    redisDeployment: security.redisDeployment,
     encryption: security.encryption,
     admin: security.admin,
-    http: { port: e.PORT, host: e.HOST },
+    http: {
+      port: e.PORT,
+      host: e.HOST,
+      headersTimeoutMs: e.BROKER_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: e.BROKER_REQUEST_TIMEOUT_MS,
+    },
+    rateLimit: {
+      perSecond: e.BROKER_RATE_LIMIT_PER_SECOND,
+      burst: e.BROKER_RATE_LIMIT_BURST ?? Math.max(1, e.BROKER_RATE_LIMIT_PER_SECOND),
+    },
     polyv: {
       baseUrl: e.POLYV_BASE_URL.replace(/\/+$/, ''),
       timeoutMs: e.POLYV_TIMEOUT_MS,

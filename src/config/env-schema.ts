@@ -28,6 +28,33 @@ function optionalString() {
     .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()));
 }
 
+/**
+ * Comma-separated `host:port` list (an IPv6 address in brackets); blank means unset. A bad entry is named by
+ * its position, never echoed (someone may have pasted a URL with a password into it).
+ */
+function hostPortList() {
+  return optionalString().transform((v, ctx) => {
+    if (v === undefined) return undefined;
+    const nodes: Array<{ host: string; port: number }> = [];
+    const items = v
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
+    if (items.length === 0) ctx.addIssue({ code: 'custom', message: 'must list at least one host:port' });
+    items.forEach((item, index) => {
+      const m = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$/.exec(item);
+      const port = m === null ? 0 : Number(m[2]);
+      if (m === null || port < 1 || port > 65535) {
+        const which = items.length > 1 ? ` entry ${index + 1}` : '';
+        ctx.addIssue({ code: 'custom', message: `${which} must be host:port with a port of 1-65535 (e.g. 10.0.0.5:6379)`.trimStart() });
+        return;
+      }
+      nodes.push({ host: m[1]!.replace(/^\[(.*)\]$/, '$1'), port });
+    });
+    return nodes;
+  });
+}
+
 const CHANNEL_ID_RE = /^\d{1,20}$/;
 const KEY_NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 export const MIN_API_KEY_LENGTH = 16;
@@ -122,8 +149,31 @@ export const envSchema = z.object({
     .describe('data directory of the embedded redis-server (only when REDIS_URL is unset)'),
   BROKER_SHUTDOWN_TIMEOUT_MS: intVar(100, 120_000, 10_000).describe('longest graceful shutdown before exit'),
   REDIS_TLS_CA_FILE: optionalString().describe(
-    'PEM file of the CA that signed the Redis server certificate (rediss:// with a private CA; default: system CAs)',
+    'PEM file of the CA that signed the Redis server certificate (rediss://, or REDIS_TLS=true, with a private CA; default: system CAs)',
   ),
+  REDIS_CLUSTER_NODES: hostPortList().describe(
+    'comma-separated host:port seed nodes of a Redis Cluster, used instead of REDIS_URL (see "Redis Cluster and Sentinel")',
+  ),
+  REDIS_SENTINELS: hostPortList().describe(
+    'comma-separated host:port of Redis Sentinels; the broker uses the master they name REDIS_SENTINEL_NAME, instead of REDIS_URL',
+  ),
+  REDIS_SENTINEL_NAME: optionalString()
+    .pipe(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be 1-64 letters, digits, _ . or -').optional())
+    .describe('master group name the Sentinels monitor (`sentinel monitor <name> ...`); required with REDIS_SENTINELS'),
+  REDIS_SENTINEL_PASSWORD: optionalString().describe('password of the Sentinels themselves (their requirepass), if they have one'),
+  REDIS_SENTINEL_PASSWORD_FILE: optionalString().describe('path of a file holding REDIS_SENTINEL_PASSWORD; exactly one of the two'),
+  REDIS_USERNAME: optionalString()
+    .pipe(z.string().regex(/^[!-~]{1,128}$/, 'must be 1-128 printable characters without spaces').optional())
+    .describe('ACL user on the Cluster nodes or the Sentinel-managed master (with REDIS_URL, the user goes in the URL)'),
+  REDIS_PASSWORD: optionalString().describe(
+    'password on the Cluster nodes or the Sentinel-managed master (with REDIS_URL, it goes in the URL); or REDIS_PASSWORD_FILE',
+  ),
+  REDIS_PASSWORD_FILE: optionalString().describe('path of a file holding REDIS_PASSWORD; exactly one of the two'),
+  REDIS_TLS: optionalString()
+    .transform((v) => v ?? 'false')
+    .pipe(z.enum(['true', 'false'], { error: 'must be true or false' }))
+    .transform((v) => v === 'true')
+    .describe('TLS to the Cluster nodes, or to the Sentinels and the master (with REDIS_URL, use rediss://); default false'),
   BROKER_ENCRYPTION_KEY: optionalString().describe(
     'AES-256-GCM key (32 bytes, base64 or 64 hex digits) that encrypts tokens at rest in Redis; unset: plain text',
   ),
@@ -145,6 +195,25 @@ export const envSchema = z.object({
     )
     .describe('port of a separate admin listener for /metrics, /healthz and /readyz; unset: /metrics on PORT'),
   BROKER_ADMIN_HOST: optionalString().describe('listen address of the admin port (default: HOST)'),
+  BROKER_HEADERS_TIMEOUT_MS: intVar(100, 120_000, 10_000).describe(
+    'longest a client may take to send the request line and headers; slower connections are answered 408 and closed',
+  ),
+  BROKER_REQUEST_TIMEOUT_MS: intVar(100, 600_000, 30_000).describe(
+    'longest a client may take to send a whole request, body included (at least BROKER_HEADERS_TIMEOUT_MS)',
+  ),
+  BROKER_RATE_LIMIT_PER_SECOND: intVar(0, 1_000_000, 0).describe(
+    'requests per second each consumer (API key) may make on /v1, per replica; 0 turns the limit off',
+  ),
+  BROKER_RATE_LIMIT_BURST: optionalString()
+    .pipe(
+      z
+        .string()
+        .regex(/^\d+$/, 'must be a whole number')
+        .transform(Number)
+        .pipe(z.number().int().min(1, 'must be at least 1').max(1_000_000, 'must be at most 1000000'))
+        .optional(),
+    )
+    .describe('requests a consumer may make at once after being idle (default: BROKER_RATE_LIMIT_PER_SECOND)'),
   LOG_LEVEL: optionalString()
     .transform((v) => v ?? 'info')
     .pipe(

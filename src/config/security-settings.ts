@@ -1,3 +1,4 @@
+import type { RedisDeployment } from '../store/redis-connection.js';
 import { ENCRYPTION_KEY_BYTES, parseEncryptionKey } from '../store/token-cipher.js';
 import type { ParsedEnv } from './env-schema.js';
 
@@ -8,6 +9,8 @@ export interface SecuritySettings {
   /** BROKER_API_KEYS or the content of BROKER_API_KEYS_FILE, lines joined by commas ('' if unusable). */
   readonly apiKeys: string;
   readonly redisTls: { readonly ca: string | undefined };
+  /** REDIS_CLUSTER_NODES or REDIS_SENTINELS with their credentials and TLS; undefined: REDIS_URL (or embedded). */
+  readonly redisDeployment: RedisDeployment | undefined;
   readonly encryption: { readonly key: Buffer | undefined; readonly oldKeys: readonly Buffer[] };
   readonly admin: { readonly port: number; readonly host: string } | undefined;
 }
@@ -75,9 +78,12 @@ export function resolveSecuritySettings(e: ParsedEnv, readFile: ReadFile, proble
   const apiKeysText = readSecretVariable('BROKER_API_KEYS', e.BROKER_API_KEYS, e.BROKER_API_KEYS_FILE, readFile, problems);
   const apiKeys = apiKeysText === undefined ? '' : e.BROKER_API_KEYS_FILE === undefined ? apiKeysText : listText(apiKeysText);
 
+  const deployed = e.REDIS_CLUSTER_NODES !== undefined || e.REDIS_SENTINELS !== undefined;
   let ca: string | undefined;
   if (e.REDIS_TLS_CA_FILE !== undefined) {
-    if (e.REDIS_URL === undefined || !e.REDIS_URL.startsWith('rediss://')) {
+    if (deployed && !e.REDIS_TLS) {
+      problems.push('REDIS_TLS_CA_FILE is set but REDIS_TLS is not true');
+    } else if (!deployed && (e.REDIS_URL === undefined || !e.REDIS_URL.startsWith('rediss://'))) {
       problems.push('REDIS_TLS_CA_FILE is set but REDIS_URL does not start with rediss://');
     }
     try {
@@ -119,5 +125,55 @@ export function resolveSecuritySettings(e: ParsedEnv, readFile: ReadFile, proble
     problems.push('BROKER_ADMIN_HOST is set but BROKER_ADMIN_PORT is not');
   }
 
-  return { apiKeys, redisTls: { ca }, encryption: { key, oldKeys }, admin };
+  const redisDeployment = resolveRedisDeployment(e, ca, readFile, problems);
+  return { apiKeys, redisTls: { ca }, redisDeployment, encryption: { key, oldKeys }, admin };
+}
+
+/**
+ * REDIS_CLUSTER_NODES or REDIS_SENTINELS (at most one, and never with REDIS_URL), with the credentials and
+ * TLS of the data nodes. Those variables mean nothing with REDIS_URL, which carries its own, so giving them
+ * there is an error rather than silently ignored.
+ */
+function resolveRedisDeployment(e: ParsedEnv, ca: string | undefined, readFile: ReadFile, problems: string[]): RedisDeployment | undefined {
+  const cluster = e.REDIS_CLUSTER_NODES;
+  const sentinels = e.REDIS_SENTINELS;
+  if (cluster !== undefined && sentinels !== undefined) {
+    problems.push('REDIS_CLUSTER_NODES and REDIS_SENTINELS are both set: give one (a Redis Cluster, or a master found through Sentinel)');
+  }
+  for (const [name, value] of [['REDIS_CLUSTER_NODES', cluster], ['REDIS_SENTINELS', sentinels]] as const) {
+    if (value !== undefined && e.REDIS_URL !== undefined) problems.push(`REDIS_URL and ${name} are both set: give one`);
+  }
+  const password = readSecretVariable('REDIS_PASSWORD', e.REDIS_PASSWORD, e.REDIS_PASSWORD_FILE, readFile, problems);
+  const sentinelPassword = readSecretVariable(
+    'REDIS_SENTINEL_PASSWORD',
+    e.REDIS_SENTINEL_PASSWORD,
+    e.REDIS_SENTINEL_PASSWORD_FILE,
+    readFile,
+    problems,
+  );
+  if (cluster === undefined && sentinels === undefined) {
+    const stray = [
+      ['REDIS_USERNAME', e.REDIS_USERNAME],
+      ['REDIS_PASSWORD', e.REDIS_PASSWORD ?? e.REDIS_PASSWORD_FILE],
+      ['REDIS_TLS', e.REDIS_TLS ? 'true' : undefined],
+    ].filter(([, v]) => v !== undefined);
+    for (const [name] of stray) {
+      problems.push(`${name} applies to REDIS_CLUSTER_NODES or REDIS_SENTINELS; with REDIS_URL, put it in the URL (user, password, rediss://)`);
+    }
+  }
+  if (sentinels === undefined) {
+    if (e.REDIS_SENTINEL_NAME !== undefined) problems.push('REDIS_SENTINEL_NAME is set but REDIS_SENTINELS is not');
+    if (sentinelPassword !== undefined) problems.push('REDIS_SENTINEL_PASSWORD is set but REDIS_SENTINELS is not');
+  } else if (e.REDIS_SENTINEL_NAME === undefined) {
+    problems.push('REDIS_SENTINEL_NAME is required with REDIS_SENTINELS (the master group name of `sentinel monitor <name> ...`)');
+  }
+  if (e.REDIS_USERNAME !== undefined && password === undefined && e.REDIS_PASSWORD_FILE === undefined) {
+    problems.push('REDIS_USERNAME needs REDIS_PASSWORD (or REDIS_PASSWORD_FILE)');
+  }
+  const security = { username: e.REDIS_USERNAME, password, tls: e.REDIS_TLS ? { ca } : undefined };
+  if (cluster !== undefined) return { kind: 'cluster', nodes: cluster, ...security };
+  if (sentinels !== undefined) {
+    return { kind: 'sentinel', sentinels, masterName: e.REDIS_SENTINEL_NAME ?? '', sentinelPassword, ...security };
+  }
+  return undefined;
 }

@@ -1,8 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { BrokerError } from '../errors/broker-error.js';
-import type { ApiKey } from '../config/config.js';
+import type { ApiKey, RateLimit } from '../config/config.js';
 import type { TokenKind } from '../metrics/broker-metrics.js';
+import type { ConsumerRateLimiter } from './consumer-rate-limiter.js';
 
 const sha256 = (text: string): Buffer => createHash('sha256').update(text, 'utf8').digest();
 
@@ -18,13 +19,17 @@ export interface Consumer {
   readonly name: string;
   /** Absent: the consumer may read every kind of token of every channel in every account. */
   readonly scope?: AccessScope;
+  /** Its own request rate limit (BROKER_CONFIG_FILE); absent: BROKER_RATE_LIMIT_PER_SECOND and _BURST. */
+  readonly rateLimit?: RateLimit;
 }
 
 function consumerOf(k: ApiKey): Consumer {
-  if (k.scope === undefined) return { name: k.name };
+  const limited = k.rateLimit === undefined ? {} : { rateLimit: k.rateLimit };
+  if (k.scope === undefined) return { name: k.name, ...limited };
   const { accounts, channels, kinds } = k.scope;
   return {
     name: k.name,
+    ...limited,
     scope: {
       ...(accounts === undefined ? {} : { accounts: new Set(accounts) }),
       ...(channels === undefined ? {} : { channels: new Set(channels) }),
@@ -33,15 +38,24 @@ function consumerOf(k: ApiKey): Consumer {
   };
 }
 
+export interface ApiKeyAuthOptions {
+  /** Charged once per request after a key is recognized; a refusal is answered 429 `rate_limited`. */
+  rateLimiter?: ConsumerRateLimiter;
+}
+
 /**
  * Checks `Authorization: Bearer <key>` against the configured keys. Keys are compared as SHA-256 digests
  * with timingSafeEqual (a key configured as `keySha256` is kept only as its digest), and every key is
- * compared, so timing reveals neither a key nor which one matched.
+ * compared, so timing reveals neither a key nor which one matched. Then, with a rate limiter, it charges the
+ * consumer's bucket: this middleware is what both the express `/v1` router and the fast token route run, so
+ * the limit holds on both.
  */
 export class ApiKeyAuth {
   private readonly digests: ReadonlyArray<{ consumer: Consumer; digest: Buffer }>;
+  private readonly rateLimiter: ConsumerRateLimiter | undefined;
 
-  constructor(keys: readonly ApiKey[]) {
+  constructor(keys: readonly ApiKey[], options: ApiKeyAuthOptions = {}) {
+    this.rateLimiter = options.rateLimiter;
     this.digests = keys.map((k) => ({
       consumer: consumerOf(k),
       digest: k.keySha256 !== undefined ? Buffer.from(k.keySha256, 'hex') : sha256(k.key),
@@ -73,6 +87,11 @@ export class ApiKeyAuth {
               : 'the API key is not valid',
           ),
         );
+        return;
+      }
+      const refusal = this.rateLimiter?.charge(req, consumer);
+      if (refusal !== undefined) {
+        next(refusal);
         return;
       }
       res.locals['consumer'] = consumer;

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import express, { type Express } from 'express';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../lib/logger.js';
+import { createHttpServer, type SlowClientLimits } from './create-http-server.js';
 import { errorMiddleware, notFound } from './error-middleware.js';
 import { opsRoutes, type ReadinessCheck } from './routes/ops-routes.js';
 
@@ -20,14 +21,25 @@ export function createAdminApp(deps: { readiness: ReadinessCheck; registry: Regi
   return app;
 }
 
-/** Listens on host:port and resolves with the server and a base URL a local client can use. */
-export async function listenAdmin(app: Express, port: number, host: string): Promise<{ server: Server; url: string }> {
+/**
+ * Listens on host:port, with the same limits against slow and oversized requests as the main listener, and
+ * resolves with the server and a base URL a local client can use.
+ */
+export async function listenAdmin(
+  app: Express,
+  port: number,
+  host: string,
+  limits: SlowClientLimits,
+  logger: Logger,
+): Promise<{ server: Server; url: string }> {
   const server = await new Promise<Server>((resolve, reject) => {
-    // express 5 hands a listen error (EADDRINUSE) to this callback
-    const s = app.listen(port, host, (err?: Error) => (err === undefined ? resolve(s) : reject(err)));
+    const s = createHttpServer(app, limits, logger);
+    s.once('error', reject);
+    s.listen(port, host, () => {
+      s.off('error', reject);
+      resolve(s);
+    });
   });
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
   const { port: bound } = server.address() as AddressInfo;
   const local = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
   return { server, url: `http://${local}:${bound}` };

@@ -1,4 +1,5 @@
-import express, { type Express } from 'express';
+import express, { type Express, type RequestHandler } from 'express';
+import { BrokerError } from '../errors/broker-error.js';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../lib/logger.js';
 import type { BrokerMetrics } from '../metrics/broker-metrics.js';
@@ -16,6 +17,15 @@ import { opsRoutes, type ReadinessCheck } from './routes/ops-routes.js';
 
 /** Largest JSON body accepted; anything larger is 413 before it is parsed. */
 export const MAX_BODY_BYTES = 16 * 1024;
+
+/**
+ * A declared body (Content-Length) over MAX_BODY_BYTES is 413 whatever its Content-Type, before any of it is
+ * read; the JSON parser enforces the same limit on chunked and compressed bodies as it reads them.
+ */
+const declaredBodyLimit: RequestHandler = (req, _res, next) => {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  next(declared > MAX_BODY_BYTES ? new BrokerError('payload_too_large', `the request body is larger than ${MAX_BODY_BYTES} bytes`) : undefined);
+};
 
 export interface HttpAppDeps {
   /** Absent on a worker-only replica: it serves health and metrics only. */
@@ -49,6 +59,7 @@ export function createHttpApp(deps: HttpAppDeps): Express {
     const { service, disposable, viewerTokens, commonTokens, watchUrls, accounts, auth } = deps.channels;
     const v1 = express.Router();
     v1.use(auth.middleware());
+    v1.use(declaredBodyLimit);
     v1.use(express.json({ limit: MAX_BODY_BYTES, strict: true }));
     const routes = channelRoutes({ service, disposable, accounts, metrics: deps.metrics });
     const kinds = tokenKindRoutes({ accounts, metrics: deps.metrics, viewerTokens, commonTokens, watchUrls });

@@ -1,6 +1,7 @@
 import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
 import { BrokerError } from '../errors/broker-error.js';
 import type { Logger } from '../lib/logger.js';
+import { isRedisUnavailableError } from '../store/redis-connection.js';
 
 /** The one error body shape: `{"error": {"code", "message"}}`. */
 export function sendError(res: Response, err: BrokerError): void {
@@ -30,6 +31,11 @@ function toBrokerError(err: unknown): BrokerError | undefined {
   }
   if (type !== undefined && typeof (err as BodyParserError).status === 'number' && (err as BodyParserError).status! < 500) {
     return new BrokerError('invalid_request', 'the request body could not be read');
+  }
+  // The router could not percent-decode a path segment (`/v1/channels/%zz/token`): the client's fault, not a 500.
+  if (err instanceof URIError) return new BrokerError('invalid_request', 'the request path is not valid percent-encoding');
+  if (isRedisUnavailableError(err)) {
+    return new BrokerError('not_ready', 'Redis is unreachable; try again shortly', { retryable: true, retryAfterMs: 1000 });
   }
   return undefined;
 }

@@ -25,9 +25,10 @@ const NAMED_ACCOUNT_PATH = /^\/v1\/accounts\/([A-Za-z0-9_.-]{1,64})\/channels\/(
 /**
  * Puts the hot read, `GET /v1/channels/{id}/token` (and its per-account twin), in front of the express app.
  *
- * It answers only the happy case: a canonical URL, the request passes the same authentication middleware
- * (and authorization check) as the express route, and the in-process cache holds a servable token. The
- * answer is byte for byte the express route's (same body, same headers) and counts the same metrics.
+ * It answers only the happy case: a canonical URL, no request body, the request passes the same
+ * authentication middleware (with its rate limit) and authorization check as the express route, and the
+ * in-process cache holds a servable token. The answer is byte for byte the express route's (same body, same
+ * headers) and counts the same metrics.
  * Everything else, including every error and every cache miss, is handed to the express app untouched,
  * which runs its middleware from the start: there is one code path for auth and errors, and a second,
  * shorter one only for success.
@@ -61,6 +62,8 @@ export function withFastTokenRoute(app: RequestListener, deps: FastTokenRouteDep
       channelId = m[2];
     }
     if (account === undefined || channelId === undefined) return false;
+    // A request with a body (unusual on a GET) takes the express route, which applies the body limits.
+    if (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0') return false;
     if (!authenticated(req, res)) return false;
     try {
       authorize(res as unknown as Response, { account, channelId, kind: 'channel' });

@@ -19,6 +19,7 @@ export class BrokerMetrics {
   readonly refreshes: Counter<'trigger' | 'outcome'>;
   readonly refreshLeadTime: Histogram<'trigger'>;
   readonly budgetRefusals: Counter<'scope'>;
+  readonly rateLimited: Counter<'consumer'>;
 
   constructor(options: { registry?: Registry; defaultMetrics?: boolean } = {}) {
     this.registry = options.registry ?? new Registry();
@@ -81,6 +82,12 @@ export class BrokerMetrics {
       name: 'polyv_broker_budget_refusals_total',
       help: 'PolyV calls not made because a budget was spent, by scope (channel, global).',
       labelNames: ['scope'] as const,
+      registers,
+    });
+    this.rateLimited = new Counter({
+      name: 'polyv_broker_rate_limited_total',
+      help: 'Requests answered 429 because the consumer exceeded its rate limit on this replica, by consumer name.',
+      labelNames: ['consumer'] as const,
       registers,
     });
   }

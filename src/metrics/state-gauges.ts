@@ -9,7 +9,8 @@ export interface StateSnapshot {
   readonly jobs: Readonly<Record<string, number>>;
   readonly globalCallsLast10s: number;
   readonly globalLimitPer10s: number;
-  readonly channelBudgetPerHour: number;
+  /** get-channel-token budget per channel and hour, by account name (configuration, not read from Redis). */
+  readonly channelBudgetsPerHour: Readonly<Record<string, number>>;
   /** Highest share of its hourly budget any warm channel has used (0..1). */
   readonly maxBudgetUsedRatio: number;
   /** Per-channel readings, only for the first `maxLabeledChannels` warm channels (empty when labels are off). */
@@ -84,10 +85,16 @@ export function registerStateGauges(metrics: BrokerMetrics, source: SnapshotSour
     const s = await read();
     if (s !== undefined) g.set(s.globalLimitPer10s);
   });
-  metrics.gauge('polyv_broker_channel_budget_per_hour', 'Configured get-channel-token budget per channel and hour.', [], async (g) => {
-    const s = await read();
-    if (s !== undefined) g.set(s.channelBudgetPerHour);
-  });
+  metrics.gauge(
+    'polyv_broker_channel_budget_per_hour',
+    'Configured get-channel-token budget per channel and hour, by account.',
+    ['account'],
+    async (g) => {
+      const s = await read();
+      if (s === undefined) return;
+      for (const [account, budget] of Object.entries(s.channelBudgetsPerHour)) g.set({ account }, budget);
+    },
+  );
   metrics.gauge(
     'polyv_broker_channel_budget_used_max_ratio',
     'Highest share of its hourly budget that any warm channel has used (0..1).',

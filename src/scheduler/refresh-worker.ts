@@ -14,12 +14,13 @@ import { POOL_REFILL_JOB, RECONCILE_JOB, REFRESH_QUEUE, type RefreshJobData, typ
  * JOB_LOCK_MS (a live worker renews it every half of that), and every worker looks for lapsed locks every
  * STALLED_CHECK_MS, so the job runs again within their sum (15 s; BullMQ's defaults make it up to 60 s).
  * Running a refresh job twice is harmless (refresh lock, compare, versioned write), so a job is never failed
- * for having stalled: its stall count grows over the channel's whole life, and a failed job would leave the
- * channel without refreshes (reconcile only re-creates missing jobs).
+ * for having stalled: a channel's job lives as long as the channel is warm, so its stall count only grows,
+ * and BullMQ's default (fail on the second stall) would drop the job and leave the channel without refreshes
+ * until the next reconcile re-created it.
  */
 export const JOB_LOCK_MS = 10_000;
 export const STALLED_CHECK_MS = 5_000;
-const MAX_STALLED_COUNT = 1; // TEMP-EXPERIMENT
+const MAX_STALLED_COUNT = Number.MAX_SAFE_INTEGER;
 
 export interface RefreshWorkerOptions {
   connection: ConnectionOptions;

@@ -7,6 +7,7 @@ import type { PolyvClient } from '../polyv/polyv-client.js';
 import type { CallBudget } from '../store/call-budget.js';
 import type { CachedToken, ChannelStatus, TokenStore } from '../store/token-store.js';
 import type { LocalTokenCache } from './local-token-cache.js';
+import { isRedisUnavailableError } from '../store/redis-connection.js';
 import { LastServedTokens } from './last-served-tokens.js';
 import { isRefreshDue, isServable, refreshDueAt, type TimingPolicy } from './refresh-timing.js';
 
@@ -91,7 +92,7 @@ export class ChannelTokenService {
   async getToken(account: PolyvAccount, channelId: string): Promise<ServedToken> {
     const local = this.peekToken(account, channelId);
     if (local !== undefined) return local;
-    if (this.lastServed.skipRedis()) return this.fromMemory(account, channelId, undefined);
+    if (this.lastServed.redisFailing) return this.fromMemory(account, channelId, undefined);
     try {
       const mark = this.o.localCache?.mark() ?? 0;
       const cached = await this.o.store.read(account.appId, channelId);
@@ -105,8 +106,7 @@ export class ChannelTokenService {
       this.lastServed.remember(account.appId, channelId, fresh);
       return this.served(channelId, fresh, 'miss');
     } catch (err) {
-      // BrokerErrors are answers (budget, PolyV); anything else on this path is Redis failing.
-      if (err instanceof BrokerError) throw err;
+      if (!isRedisUnavailableError(err)) throw err;
       if (this.lastServed.redisFailed()) {
         this.o.logger.warn({ err: (err as Error).message }, 'Redis unreachable: answering token reads from memory');
       }
@@ -114,8 +114,17 @@ export class ChannelTokenService {
     }
   }
 
-  /** Answers from memory while Redis is unreachable; never with the token a consumer just reported as rejected. */
+  /**
+   * Answers from memory while Redis is unreachable (never with the token a consumer just reported as
+   * rejected), and tries Redis again in the background now and then.
+   */
   private fromMemory(account: PolyvAccount, channelId: string, cause: unknown, rejectedToken?: string): ServedToken {
+    if (this.lastServed.probeDue()) {
+      this.o.store.read(account.appId, channelId).then(
+        () => this.lastServed.probed(true),
+        () => this.lastServed.probed(false),
+      );
+    }
     const last = this.lastServed.get(account.appId, channelId);
     if (last !== undefined && last.token !== rejectedToken && this.servableNow(last)) return this.served(channelId, last, 'hit');
     throw new BrokerError('not_ready', `Redis is unreachable and this replica holds no valid token for channel ${channelId}`, {
@@ -141,8 +150,8 @@ export class ChannelTokenService {
    * reports about one token costs at most one PolyV call.
    */
   async refreshRejected(account: PolyvAccount, channelId: string, rejectedToken: string): Promise<ServedToken> {
-    // Comparing needs Redis: while it is unreachable a report gets 503 at once.
-    if (this.lastServed.skipRedis()) return this.fromMemory(account, channelId, undefined, rejectedToken);
+    // Comparing needs Redis: while it is unreachable a report of the current token gets 503 at once.
+    if (this.lastServed.redisFailing) return this.fromMemory(account, channelId, undefined, rejectedToken);
     let fresh: CachedToken;
     try {
       fresh = await this.refreshWhen(
@@ -152,7 +161,7 @@ export class ChannelTokenService {
         (cur) => cur === null || cur.token === rejectedToken || !this.servableNow(cur),
       );
     } catch (err) {
-      if (err instanceof BrokerError) throw err;
+      if (!isRedisUnavailableError(err)) throw err;
       this.lastServed.redisFailed();
       return this.fromMemory(account, channelId, err, rejectedToken);
     }

@@ -5,34 +5,35 @@ export interface LastServedTokensOptions {
   clock: Clock;
   /** Most channels remembered; the one whose token changed longest ago is dropped first. */
   maxEntries?: number;
-  /** After a failed Redis read, answer from memory this long before letting one request try Redis again. */
-  retryRedisEveryMs?: number;
+  /** While Redis is failing, try it again (in the background, one try at a time) this often. */
+  probeEveryMs?: number;
 }
 
 const DEFAULT_MAX_ENTRIES = 100_000;
-const DEFAULT_RETRY_REDIS_EVERY_MS = 1000;
+const DEFAULT_PROBE_EVERY_MS = 250;
 
 /**
  * The last channel token this replica served, per channel, so that it can go on answering while Redis is
  * unreachable. That is safe: while Redis is away no replica can take a budget slot or store a new token, so
  * the token last served is still the current one, and it is served only while it has the minimum TTL left.
  *
- * It also remembers that Redis failed: for `retryRedisEveryMs` after a failure, reads are answered from
- * memory at once instead of each waiting out the Redis command timeout, and then one request at a time
- * tries Redis again.
+ * It also tracks whether Redis is failing. While it is, reads are answered from memory at once (none waits
+ * out the Redis command timeout), and one background read at a time, every `probeEveryMs`, finds out when
+ * Redis is back.
  */
 export class LastServedTokens {
   private readonly tokens = new Map<string, CachedToken>();
   private readonly clock: Clock;
   private readonly maxEntries: number;
-  private readonly retryEveryMs: number;
-  /** Clock time until which Redis is not asked (0: Redis answered last time). */
-  private skipRedisUntil = 0;
+  private readonly probeEveryMs: number;
+  private failingSince = 0;
+  private nextProbeAt = 0;
+  private probing = false;
 
   constructor(options: LastServedTokensOptions) {
     this.clock = options.clock;
     this.maxEntries = options.maxEntries ?? DEFAULT_MAX_ENTRIES;
-    this.retryEveryMs = options.retryRedisEveryMs ?? DEFAULT_RETRY_REDIS_EVERY_MS;
+    this.probeEveryMs = options.probeEveryMs ?? DEFAULT_PROBE_EVERY_MS;
   }
 
   remember(appId: string, channelId: string, token: CachedToken): void {
@@ -50,26 +51,34 @@ export class LastServedTokens {
     return this.tokens.get(`${appId}:${channelId}`);
   }
 
-  /**
-   * True while requests should not ask Redis (it failed less than `retryRedisEveryMs` ago). Once that time
-   * is up, the first caller gets false and is the one that tries Redis; the others keep getting true.
-   */
-  skipRedis(): boolean {
-    if (this.skipRedisUntil === 0) return false;
-    const now = this.clock.now();
-    if (now < this.skipRedisUntil) return true;
-    this.skipRedisUntil = now + this.retryEveryMs;
-    return false;
+  /** Whether the last Redis read failed (and no probe has succeeded since). */
+  get redisFailing(): boolean {
+    return this.failingSince !== 0;
   }
 
   /** Records a failed Redis read; returns true when Redis had been answering until now. */
   redisFailed(): boolean {
-    const wasAnswering = this.skipRedisUntil === 0;
-    this.skipRedisUntil = this.clock.now() + this.retryEveryMs;
+    const wasAnswering = this.failingSince === 0;
+    const now = this.clock.now();
+    if (wasAnswering) this.failingSince = now;
+    this.nextProbeAt = now + this.probeEveryMs;
     return wasAnswering;
   }
 
   redisAnswered(): void {
-    this.skipRedisUntil = 0;
+    this.failingSince = 0;
+  }
+
+  /** True when the caller should try Redis now (in the background); it must report with `probed`. */
+  probeDue(): boolean {
+    if (this.probing || this.clock.now() < this.nextProbeAt) return false;
+    this.probing = true;
+    return true;
+  }
+
+  probed(ok: boolean): void {
+    this.probing = false;
+    if (ok) this.redisAnswered();
+    else this.redisFailed();
   }
 }

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../store/redis-scripts.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
 import { parseTokenEvent } from '../store/token-events.js';
@@ -6,7 +6,7 @@ import type { CachedToken } from '../store/token-store.js';
 
 export interface LocalTokenCacheOptions {
   /** A connection of its own: it enters subscriber mode. The cache connects it in start() and quits it in stop(). */
-  subscriber: Redis;
+  subscriber: RedisClient;
   /** The pub/sub channel on which TokenStore announces token changes (`RedisKeys.events()`). */
   channel: string;
   clock: Clock;
@@ -78,6 +78,16 @@ export class LocalTokenCache {
       const attempt = this.subscribe();
       first ??= attempt;
     });
+    // On a Redis Cluster the subscription lives on one node, and ioredis moves it to another node by itself
+    // when that one fails or leaves, without a 'close': messages published meanwhile are lost. So any node
+    // failure or topology change counts as a resubscription: serve nothing, drop everything, subscribe again.
+    for (const event of ['node error', '-node', '+node']) {
+      subscriber.on(event, () => {
+        if (this.stopped) return;
+        this.unsubscribed();
+        void this.subscribe();
+      });
+    }
     await subscriber.connect();
     // 'ready' has fired by the time connect() resolves.
     await first;

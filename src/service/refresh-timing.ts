@@ -23,9 +23,13 @@ export function refreshDueAt(expireTime: number, policy: TimingPolicy, random: (
   return expireTime - policy.refreshBeforeMs - Math.floor(random() * refreshJitterMs(policy));
 }
 
-/** A refresh is due once the token has entered its refresh window. */
+/**
+ * A refresh is due once the token has entered its refresh window, widened by the jitter: a job that
+ * `refreshDueAt` moved up to the jitter earlier must find its refresh due when it runs (otherwise it would
+ * re-run without delay until the unwidened window opened, and the jitter would spread nothing).
+ */
 export function isRefreshDue(expireTime: number, now: number, policy: TimingPolicy): boolean {
-  return now >= expireTime - policy.refreshBeforeMs;
+  return now >= expireTime - policy.refreshBeforeMs - refreshJitterMs(policy);
 }
 
 /** Exponential backoff with full jitter: a random wait in [base, min(cap, base * 2^failures)]. */

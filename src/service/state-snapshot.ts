@@ -25,6 +25,9 @@ export interface SnapshotDeps {
 /** Reads the state the gauges report, in batched round trips (SSCAN + pipelines), so it scales to many channels. */
 export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot> {
   const now = d.clock.now();
+  const channelBudgetsPerHour = Object.fromEntries(
+    d.accounts.all.map((account) => [account.name, account.budgets?.channelTokenPerHour ?? d.channelBudgetPerHour]),
+  );
   let warmChannels = 0;
   let staleChannels = 0;
   let maxRatio = 0;
@@ -40,7 +43,7 @@ export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot>
           const expireTime = expiries[i] ?? null;
           const calls = used[i] ?? 0;
           warmChannels += 1;
-          maxRatio = Math.max(maxRatio, calls / (account.budgets?.channelTokenPerHour ?? d.channelBudgetPerHour));
+          maxRatio = Math.max(maxRatio, calls / (channelBudgetsPerHour[account.name] ?? d.channelBudgetPerHour));
           if (expireTime === null || now > expireTime - d.timing.refreshBeforeMs + STALE_GRACE_MS) staleChannels += 1;
           if (channels.length < d.maxLabeledChannels) {
             channels.push({
@@ -64,7 +67,7 @@ export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot>
       jobs,
       globalCallsLast10s: globalCalls,
       globalLimitPer10s: d.globalLimitPer10s,
-      channelBudgetPerHour: d.channelBudgetPerHour,
+      channelBudgetsPerHour,
       maxBudgetUsedRatio: maxRatio,
       channels,
     };
@@ -76,7 +79,7 @@ export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot>
       jobs: {},
       globalCallsLast10s: 0,
       globalLimitPer10s: d.globalLimitPer10s,
-      channelBudgetPerHour: d.channelBudgetPerHour,
+      channelBudgetsPerHour,
       maxBudgetUsedRatio: 0,
       channels: [],
     };

@@ -1,5 +1,6 @@
 import { BudgetExhaustedError } from '../errors/broker-error.js';
 import type { Clock } from '../lib/clock.js';
+import { batchRead } from './batch-read.js';
 import type { RedisKeys } from './redis-keys.js';
 import { defineScripts, type RedisClient } from './redis-scripts.js';
 
@@ -84,12 +85,12 @@ export class CallBudget {
 
   /** Calls in the rolling hour for many channels in one round trip. */
   async usedMany(appId: string, channelIds: readonly string[], endpoint = 'channel-token'): Promise<number[]> {
-    if (channelIds.length === 0) return [];
     const now = this.clock.now();
-    const pipeline = this.redis.pipeline();
-    for (const ch of channelIds) pipeline.zcount(this.keys.budget(appId, ch, endpoint), now - HOUR_MS, '+inf');
-    const results = (await pipeline.exec()) ?? [];
-    return results.map(([err, value]) => (err === null && typeof value === 'number' ? value : 0));
+    const replies = await batchRead(
+      this.redis,
+      channelIds.map((ch) => ['zcount', this.keys.budget(appId, ch, endpoint), now - HOUR_MS, '+inf'] as const),
+    );
+    return replies.map((value) => (typeof value === 'number' ? value : 0));
   }
 
   /** Time of the oldest call still inside the rolling hour, or null. */

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../lib/logger.js';
+import { batchRead } from './batch-read.js';
 import type { RedisKeys } from './redis-keys.js';
 import { defineScripts, type RedisClient } from './redis-scripts.js';
 import { TokenCipher } from './token-cipher.js';
@@ -67,11 +68,11 @@ export class TokenStore {
 
   /** The expireTime of many channels' tokens in one round trip (null where none is cached). */
   async readExpiries(appId: string, channelIds: readonly string[]): Promise<Array<number | null>> {
-    if (channelIds.length === 0) return [];
-    const pipeline = this.redis.pipeline();
-    for (const ch of channelIds) pipeline.hget(this.keys.token(appId, ch), 'expireTime');
-    const results = (await pipeline.exec()) ?? [];
-    return results.map(([err, value]) => (err === null && typeof value === 'string' ? (num(value) ?? null) : null));
+    const replies = await batchRead(
+      this.redis,
+      channelIds.map((ch) => ['hget', this.keys.token(appId, ch), 'expireTime'] as const),
+    );
+    return replies.map((value) => (typeof value === 'string' ? (num(value) ?? null) : null));
   }
 
   /** Writes the token unless a newer version is stored; returns whether it was written. */

@@ -1,4 +1,5 @@
 import { Writable } from 'node:stream';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import { redisUrl, uniquePrefix } from './redis.js';
 import { buildBrokerApp, type BrokerApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config/config.js';
@@ -74,7 +75,47 @@ export async function startBroker(
     ...(options.logger === undefined ? {} : { logger: options.logger }),
   });
   const url = await app.start();
-  return { app, url, stop: () => app.stop() };
+  let stopped: Promise<void> | undefined;
+  return { app, url, stop: () => (stopped ??= app.stop()) };
+}
+
+/** The simulator of a test file and the brokers its tests start (see `useSimulator`). */
+export interface SimulatorFixture {
+  /** The file's simulator (started before its first test). */
+  readonly sim: PolyvSimulator;
+  /** Starts a broker that is stopped after the current test (stopping it earlier is fine). */
+  broker(config: Config, options?: { clock?: Clock; logger?: Logger }): Promise<TestBroker>;
+}
+
+/**
+ * The lifecycle most test files share: one simulator for the file, started before its tests and closed after
+ * them; after each test, every broker it started is stopped, and the simulator's fault and call log are reset.
+ */
+export function useSimulator(options: Partial<PolyvSimulatorOptions> = {}): SimulatorFixture {
+  let sim: PolyvSimulator | undefined;
+  const brokers: TestBroker[] = [];
+  beforeAll(async () => {
+    sim = await startSim(options);
+  });
+  afterEach(async () => {
+    await Promise.all(brokers.splice(0).map((b) => b.stop()));
+    sim?.setFault(null);
+    sim?.resetCalls();
+  });
+  afterAll(async () => {
+    await sim?.close();
+  });
+  return {
+    get sim(): PolyvSimulator {
+      if (sim === undefined) throw new Error('the simulator starts in beforeAll: use it inside tests or hooks');
+      return sim;
+    },
+    async broker(config, brokerOptions = {}) {
+      const b = await startBroker(config, brokerOptions);
+      brokers.push(b);
+      return b;
+    },
+  };
 }
 
 export interface ApiResponse<T = unknown> {

@@ -18,6 +18,8 @@ export function opsRoutes(deps: { readiness: ReadinessCheck; registry: Registry;
   router.get('/readyz', async (_req, res) => {
     const checks = await deps.readiness.check();
     const ready = Object.values(checks).every((v) => v === 'ok');
+    // Like every 503 of the broker, it says when to look again.
+    if (!ready) res.setHeader('Retry-After', '1');
     res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not_ready', checks });
   });
   if (deps.metrics !== false) {

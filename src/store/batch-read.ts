@@ -1,0 +1,28 @@
+import type { RedisClient } from './redis-scripts.js';
+
+/** One read command: its name, its only key, and its other arguments. */
+export type ReadCommand = readonly [command: string, key: string, ...args: Array<string | number>];
+
+/**
+ * Runs many single-key reads in one round trip and returns each reply, or null where Redis refused that one
+ * command. A connection failure rejects the whole batch.
+ *
+ * On one Redis this is a pipeline. On a Cluster, ioredis refuses a pipeline whose keys span hash slots (and
+ * different channels' keys do), so the commands are sent all at once, each to the node serving its key's
+ * slot: still one round trip per node, never one per key in a row.
+ */
+export async function batchRead(redis: RedisClient, commands: readonly ReadCommand[]): Promise<unknown[]> {
+  if (commands.length === 0) return [];
+  if (redis.isCluster) {
+    return Promise.all(
+      commands.map(([command, ...args]) =>
+        redis.call(command, args).catch((err: unknown) => {
+          if (err instanceof Error && err.name === 'ReplyError') return null;
+          throw err;
+        }),
+      ),
+    );
+  }
+  const results = (await redis.pipeline(commands.map((c) => [...c])).exec()) ?? [];
+  return results.map(([err, value]) => (err === null ? value : null));
+}
