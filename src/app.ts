@@ -248,6 +248,7 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
   const connect = () => (connecting ??= connectOrExplain(redis, redisTarget, probeKeys(config.redisPrefix)));
   let server: Server | undefined;
   let adminServer: Server | undefined;
+  let stopping: Promise<void> | undefined;
   let adminUrl: string | undefined;
 
   return {
@@ -290,23 +291,29 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
       }
       return `http://${host}:${port}`;
     },
-    async stop() {
-      if (adminServer !== undefined) await closeAdmin(adminServer);
-      if (server !== undefined) {
-        const s = server;
-        const closed = new Promise<void>((resolve) => s.close(() => resolve()));
-        s.closeIdleConnections();
-        const force = setTimeout(() => s.closeAllConnections(), config.shutdownTimeoutMs / 2);
-        await closed;
-        clearTimeout(force);
-      }
-      await worker?.stop();
-      await queue.close();
-      await bullRedis.close();
-      await polyv.close();
-      await localCache?.stop();
-      await closeRedis(redis);
-      logger.info('broker stopped');
+    stop() {
+      // Idempotent: a second call (a signal during a test's own stop, say) waits for the first.
+      stopping ??= stopAll();
+      return stopping;
     },
   };
+
+  async function stopAll(): Promise<void> {
+    if (adminServer !== undefined) await closeAdmin(adminServer);
+    if (server !== undefined) {
+      const s = server;
+      const closed = new Promise<void>((resolve) => s.close(() => resolve()));
+      s.closeIdleConnections();
+      const force = setTimeout(() => s.closeAllConnections(), config.shutdownTimeoutMs / 2);
+      await closed;
+      clearTimeout(force);
+    }
+    await worker?.stop();
+    await queue.close();
+    await bullRedis.close();
+    await polyv.close();
+    await localCache?.stop();
+    await closeRedis(redis);
+    logger.info('broker stopped');
+  }
 }

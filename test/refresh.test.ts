@@ -130,5 +130,7 @@ describe('graceful shutdown', () => {
     } finally {
       await check.quit();
     }
+    // Stopping again (a second signal, or the test fixture after the test) waits for the same stop.
+    await expect(b.stop()).resolves.toBeUndefined();
   });
 });

@@ -75,8 +75,7 @@ export async function startBroker(
     ...(options.logger === undefined ? {} : { logger: options.logger }),
   });
   const url = await app.start();
-  let stopped: Promise<void> | undefined;
-  return { app, url, stop: () => (stopped ??= app.stop()) };
+  return { app, url, stop: () => app.stop() };
 }
 
 /** The simulator of a test file and the brokers its tests start (see `useSimulator`). */
