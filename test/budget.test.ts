@@ -93,11 +93,18 @@ describe('versioned token writes', () => {
     expect(pttl).toBeGreaterThan(3_500_000);
   });
 
-  it('the refresh lock is released only by its owner', async () => {
+  it('the refresh lock is taken by one caller, with the token and rejected mark read in the same round trip, and released only by its owner', async () => {
     const store = new TokenStore({ redis, keys: new RedisKeys(uniquePrefix()) });
-    const owner = await store.tryLock('app', '1', 10_000);
-    expect(owner).not.toBeNull();
-    expect(await store.tryLock('app', '1', 10_000)).toBeNull();
+    await store.write('app', '1', { token: 'a'.repeat(32), expireTime: Date.now() + 3_600_000, version: 1, fetchedAt: Date.now() });
+    await store.markRejected('app', '1', 'illegal channel id', 10_000);
+    const first = await store.lockAndRead('app', '1', 10_000);
+    expect(first.owner).not.toBeNull();
+    expect(first.current?.token).toBe('a'.repeat(32));
+    expect(first.rejected).toBe('illegal channel id');
+    const second = await store.lockAndRead('app', '1', 10_000);
+    expect(second.owner).toBeNull();
+    expect(second.current?.version).toBe(1);
+    const owner = first.owner;
     await store.releaseLock('app', '1', 'someone-else');
     expect(await store.isLocked('app', '1')).toBe(true);
     await store.releaseLock('app', '1', owner!);

@@ -51,9 +51,14 @@ export class RefreshQueue implements RefreshScheduler, PoolRefillScheduler {
     return Math.max(0, dueAt - this.clock.now());
   }
 
-  async schedule(appId: string, channelId: string, dueAt: number): Promise<void> {
+  async schedule(appId: string, channelId: string, dueAt: number, options: { firstToken?: boolean } = {}): Promise<void> {
     const jobId = refreshJobId(appId, channelId);
     const delay = this.delayUntil(dueAt);
+    if (options.firstToken === true) {
+      // One round trip on a cold miss: BullMQ leaves an existing job with this id as it is (see the interface).
+      await this.queue.add(REFRESH_JOB, { appId, channelId }, { jobId, delay });
+      return;
+    }
     const job = await this.queue.getJob(jobId);
     if (job === undefined) {
       await this.queue.add(REFRESH_JOB, { appId, channelId }, { jobId, delay });

@@ -13,7 +13,11 @@ import { isRefreshDue, isServable, refreshDueAt, type TimingPolicy } from './ref
 
 /** Schedules the proactive refresh of a warm channel; implemented on BullMQ by the scheduler layer. */
 export interface RefreshScheduler {
-  schedule(appId: string, channelId: string, dueAt: number): Promise<void>;
+  /**
+   * Makes the channel's one refresh job due at `dueAt`. With `firstToken` (the channel had no token), a job
+   * that already exists is left as it is: it was due earlier, and runs, finds nothing due and moves itself.
+   */
+  schedule(appId: string, channelId: string, dueAt: number, options?: { firstToken?: boolean }): Promise<void>;
   cancel(appId: string, channelId: string): Promise<void>;
 }
 
@@ -235,9 +239,9 @@ export class ChannelTokenService {
   }
 
   /** Schedules the channel's refresh and records when, for on-call. */
-  async schedule(appId: string, channelId: string, dueAt: number): Promise<void> {
+  async schedule(appId: string, channelId: string, dueAt: number, options: { firstToken?: boolean } = {}): Promise<void> {
     // Independent writes (BullMQ and the status hash): sent together, one round trip instead of two.
-    await Promise.all([this.o.scheduler.schedule(appId, channelId, dueAt), this.o.store.setNextRefresh(appId, channelId, dueAt)]);
+    await Promise.all([this.o.scheduler.schedule(appId, channelId, dueAt, options), this.o.store.setNextRefresh(appId, channelId, dueAt)]);
   }
 
   private servableNow(token: CachedToken): boolean {
@@ -293,21 +297,18 @@ export class ChannelTokenService {
       known = undefined;
       if (!needed(current) && current !== null) return current;
 
-      if (trigger !== 'scheduled') {
-        const rejected = await store.readRejected(appId, channelId);
-        if (rejected !== null) {
-          throw new BrokerError('channel_not_in_account', `channel ${channelId} does not belong to this PolyV account (${rejected})`);
-        }
+      // One round trip: the rejected-channel mark, the lock, and the token as it is under the lock.
+      const { rejected, owner, current: again } = await store.lockAndRead(appId, channelId, this.o.lockTtlMs);
+      if (rejected !== null && trigger !== 'scheduled') {
+        if (owner !== null) this.releaseLock(appId, channelId, owner);
+        throw new BrokerError('channel_not_in_account', `channel ${channelId} does not belong to this PolyV account (${rejected})`);
       }
-
-      const owner = await store.tryLock(appId, channelId, this.o.lockTtlMs);
       if (owner !== null) {
         try {
-          const again = await store.read(appId, channelId);
           if (!needed(again) && again !== null) return again;
           return await this.fetchAndStore(account, channelId, trigger, again);
         } finally {
-          await store.releaseLock(appId, channelId, owner);
+          this.releaseLock(appId, channelId, owner);
         }
       }
 
@@ -328,6 +329,16 @@ export class ChannelTokenService {
         });
       }
     }
+  }
+
+  /**
+   * Released without waiting: the answer need not wait for it, and the next command for this channel on this
+   * connection is sent after it. Other replicas see the new token as soon as it is written.
+   */
+  private releaseLock(appId: string, channelId: string, owner: string): void {
+    this.o.store.releaseLock(appId, channelId, owner).catch((err: unknown) => {
+      this.o.logger.warn({ appId, channelId, err: (err as Error).message }, 'releasing the refresh lock failed; it expires by itself');
+    });
   }
 
   /** Budget slot, PolyV call (re-signed once on `invalid timestamp.`), versioned write, next refresh. */
@@ -357,7 +368,8 @@ export class ChannelTokenService {
           }
           const written = await store.write(appId, channelId, token);
           const winner = written ? token : ((await store.read(appId, channelId)) ?? token);
-          await Promise.all([store.addWarm(appId, channelId), this.schedule(appId, channelId, refreshDueAt(winner.expireTime, this.policy))]);
+          const dueAt = refreshDueAt(winner.expireTime, this.policy);
+          await Promise.all([store.addWarm(appId, channelId), this.schedule(appId, channelId, dueAt, { firstToken: previous === null })]);
           metrics.refreshes.inc({ trigger, outcome: 'success' });
           if (previous !== null) metrics.refreshLeadTime.observe({ trigger }, (previous.expireTime - now) / 1000);
           logger.info({ appId, channelId, trigger, expireTime: winner.expireTime, written }, 'channel token refreshed');

@@ -58,7 +58,39 @@ export class TokenStore {
 
   async read(appId: string, channelId: string): Promise<CachedToken | null> {
     const tokenKey = this.keys.token(appId, channelId);
-    const h = await this.redis.hgetall(tokenKey);
+    return this.parseToken(tokenKey, await this.redis.hgetall(tokenKey), appId, channelId);
+  }
+
+  /**
+   * The first step of a refresh in one round trip (the channel's keys share a hash slot): whether PolyV
+   * rejected the channel lately, the single-flight lock (taken if free; `owner` is null when someone holds
+   * it), and the token as it is once the lock is held.
+   */
+  async lockAndRead(
+    appId: string,
+    channelId: string,
+    ttlMs: number,
+  ): Promise<{ rejected: string | null; owner: string | null; current: CachedToken | null }> {
+    const owner = randomUUID();
+    const tokenKey = this.keys.token(appId, channelId);
+    const replies = await this.redis
+      .pipeline()
+      .get(this.keys.rejected(appId, channelId))
+      .set(this.keys.lock(appId, channelId), owner, 'PX', ttlMs, 'NX')
+      .hgetall(tokenKey)
+      .exec();
+    const [rejected, locked, token] = (replies ?? []).map(([err, value]) => {
+      if (err !== null) throw err;
+      return value;
+    });
+    return {
+      rejected: typeof rejected === 'string' ? rejected : null,
+      owner: locked === 'OK' ? owner : null,
+      current: this.parseToken(tokenKey, (token ?? {}) as Record<string, string>, appId, channelId),
+    };
+  }
+
+  private parseToken(tokenKey: string, h: Record<string, string>, appId: string, channelId: string): CachedToken | null {
     const expireTime = num(h['expireTime']);
     const version = num(h['version']);
     const token = this.openToken(tokenKey, h['token'], appId, channelId);
@@ -142,13 +174,6 @@ export class TokenStore {
 
   async setNextRefresh(appId: string, channelId: string, at: number): Promise<void> {
     await this.redis.hset(this.keys.status(appId, channelId), 'nextRefreshAt', at);
-  }
-
-  /** Takes the channel's single-flight lock; returns the owner value to release it with, or null if held. */
-  async tryLock(appId: string, channelId: string, ttlMs: number): Promise<string | null> {
-    const owner = randomUUID();
-    const ok = await this.redis.set(this.keys.lock(appId, channelId), owner, 'PX', ttlMs, 'NX');
-    return ok === 'OK' ? owner : null;
   }
 
   async isLocked(appId: string, channelId: string): Promise<boolean> {
