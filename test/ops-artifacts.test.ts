@@ -623,6 +623,14 @@ describe('Dockerfile', () => {
     }
   });
 
+  it('when dockerfilelint reads the Dockerfile (hadolint is not installable here), then it finds no issue', () => {
+    const r = run(process.execPath, [join(ROOT, 'node_modules/dockerfilelint/bin/dockerfilelint'), '-o', 'json', 'Dockerfile']);
+    const report = JSON.parse(r.output) as { totalIssues: number; files: Array<{ issues: Array<{ line: string; title: string }> }> };
+    expect(report.files.flatMap((f) => f.issues.map((i) => `line ${i.line}: ${i.title}`))).toEqual([]);
+    expect(report.totalIssues).toBe(0);
+    expect(r.status).toBe(0);
+  });
+
   it('when the HEALTHCHECK runs, then it exits 0 only if /healthz answers 2xx on PORT', async () => {
     const command = healthcheckCommand(runtime);
     expect(command[0]).toBe('node');
