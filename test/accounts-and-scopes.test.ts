@@ -8,16 +8,8 @@ import type { PolyvAccount } from '../src/config/config.js';
 import { BrokerError } from '../src/errors/broker-error.js';
 import { authorize, mayAccess } from '../src/http/authorize.js';
 import type { SimAccount } from '../src/sim/polyv-simulator.js';
-import { OTHER_KEY, TEST_ACCOUNT, TEST_KEY, api, eventually, testConfig, useSimulator, type TestBroker } from './support/harness.js';
+import { OTHER_KEY, TEST_ACCOUNT, TEST_KEY, api, eventually, testConfig, useSimulator, type TestBroker, type TokenBody, type ErrorBody } from './support/harness.js';
 
-interface TokenBody {
-  channelId: string;
-  channelToken: string;
-  expireTime: number;
-}
-interface ErrorBody {
-  error: { code: string; message: string };
-}
 interface ChannelState {
   channelId: string;
   warm: boolean;

@@ -1,14 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { LogCapture, TEST_ACCOUNT, TEST_KEY, api, testConfig, useSimulator, type TestBroker } from './support/harness.js';
+import { LogCapture, TEST_ACCOUNT, TEST_KEY, api, testConfig, useSimulator, type TestBroker, type TokenBody, type ErrorBody } from './support/harness.js';
 
-interface TokenBody {
-  channelId: string;
-  channelToken: string;
-  expireTime: number;
-}
-interface ErrorBody {
-  error: { code: string; message: string };
-}
 
 const fx = useSimulator();
 

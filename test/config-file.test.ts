@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/config.js';
-import { ConfigError } from '../src/errors/broker-error.js';
+import { configProblems } from './support/harness.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ptb-config-file-'));
 mkdirSync(join(dir, 'secrets'));
@@ -26,16 +26,6 @@ const HASHED_KEY = 'svc-b-hashed-key-0123456789';
 const HASHED_KEY_SHA = createHash('sha256').update(HASHED_KEY).digest('hex');
 const MAIN_SECRET = 'main-secret-value';
 const envAccount = { POLYV_APP_ID: 'envapp1', POLYV_APP_SECRET: 'env-secret-value' };
-
-function problemsOf(env: Record<string, string | undefined>): string[] {
-  try {
-    loadConfig(env);
-  } catch (err) {
-    if (err instanceof ConfigError) return [...err.problems];
-    throw err;
-  }
-  return [];
-}
 
 const EXAMPLE = {
   accounts: [
@@ -159,24 +149,24 @@ describe('BROKER_CONFIG_FILE: the README example', () => {
 describe('BROKER_CONFIG_FILE: the default account and required settings', () => {
   it('when neither POLYV_APP_ID nor file accounts exist, then start-up names both ways', () => {
     const path = file('.yaml', `consumers:\n  - name: only\n    key: "${SVC_KEY}"\n`);
-    expect(problemsOf({ BROKER_CONFIG_FILE: path })).toEqual(['POLYV_APP_ID is required, or declare accounts in BROKER_CONFIG_FILE']);
+    expect(configProblems({ BROKER_CONFIG_FILE: path })).toEqual(['POLYV_APP_ID is required, or declare accounts in BROKER_CONFIG_FILE']);
   });
 
   it('when neither BROKER_API_KEYS nor file consumers exist, then start-up names all three ways', () => {
     const path = file('.yaml', `accounts:\n  - name: main\n    appId: abc123\n    appSecretEnv: POLYV_MAIN_SECRET\n`);
-    expect(problemsOf({ BROKER_CONFIG_FILE: path, POLYV_MAIN_SECRET: MAIN_SECRET })).toEqual([
+    expect(configProblems({ BROKER_CONFIG_FILE: path, POLYV_MAIN_SECRET: MAIN_SECRET })).toEqual([
       'BROKER_API_KEYS is required (comma-separated name:key pairs), or give BROKER_API_KEYS_FILE, or declare consumers in BROKER_CONFIG_FILE',
     ]);
   });
 
   it('when POLYV_APP_SECRET is set without POLYV_APP_ID, then start-up says the appId is missing', () => {
-    expect(problemsOf({ BROKER_CONFIG_FILE: example('.yaml'), POLYV_MAIN_SECRET: MAIN_SECRET, POLYV_APP_SECRET: 'x' })).toEqual([
+    expect(configProblems({ BROKER_CONFIG_FILE: example('.yaml'), POLYV_MAIN_SECRET: MAIN_SECRET, POLYV_APP_SECRET: 'x' })).toEqual([
       'POLYV_APP_ID is required when POLYV_APP_SECRET or POLYV_APP_SECRET_FILE is set',
     ]);
   });
 
   it('when there is no config file, then POLYV_APP_ID and BROKER_API_KEYS stay required as before', () => {
-    expect(problemsOf({ POLYV_APP_SECRET: 'x' })).toEqual([
+    expect(configProblems({ POLYV_APP_SECRET: 'x' })).toEqual([
       'POLYV_APP_ID is required',
       'BROKER_API_KEYS is required (comma-separated name:key pairs), or give BROKER_API_KEYS_FILE',
     ]);
@@ -192,7 +182,7 @@ describe('BROKER_CONFIG_FILE: the default account and required settings', () => 
         '  - { name: main, appId: other1, appSecretEnv: S }',
       ].join('\n'),
     );
-    expect(problemsOf({ ...envAccount, BROKER_API_KEYS: `a:${SVC_KEY}`, BROKER_CONFIG_FILE: path, S: 'secret' })).toEqual([
+    expect(configProblems({ ...envAccount, BROKER_API_KEYS: `a:${SVC_KEY}`, BROKER_CONFIG_FILE: path, S: 'secret' })).toEqual([
       'BROKER_CONFIG_FILE accounts[0].name: "default" is the name of the account of POLYV_APP_ID',
       'BROKER_CONFIG_FILE accounts[1].appId: "envapp1" is already the appId of account "default"',
       'BROKER_CONFIG_FILE accounts[2].name: "main" appears twice',
@@ -211,7 +201,7 @@ describe('BROKER_CONFIG_FILE: the default account and required settings', () => 
         `  - { name: scoped, key: "another-key-0123456789" }`,
       ].join('\n'),
     );
-    const problems = problemsOf({ ...envAccount, BROKER_API_KEYS: 'ops:ops-key-0123456789abcdef', BROKER_CONFIG_FILE: path });
+    const problems = configProblems({ ...envAccount, BROKER_API_KEYS: 'ops:ops-key-0123456789abcdef', BROKER_CONFIG_FILE: path });
     expect(problems).toEqual([
       'BROKER_CONFIG_FILE consumers[0].name: "ops" is already a consumer of BROKER_API_KEYS',
       'BROKER_CONFIG_FILE consumers[1].keySha256: is the same key as consumer "ops"',
@@ -277,11 +267,11 @@ describe('BROKER_CONFIG_FILE: validation lists every problem at once', () => {
   }
 
   it('when a JSON file breaks every rule, then each problem is listed with its path, and no secret is echoed', () => {
-    expectProblems(problemsOf({ BROKER_CONFIG_FILE: file('.json', JSON.stringify(BROKEN)) }));
+    expectProblems(configProblems({ BROKER_CONFIG_FILE: file('.json', JSON.stringify(BROKEN)) }));
   });
 
   it('when the same content as block-style YAML breaks every rule, then the same problems are listed', () => {
-    expectProblems(problemsOf({ BROKER_CONFIG_FILE: file('.yaml', toBlockYaml(BROKEN)) }));
+    expectProblems(configProblems({ BROKER_CONFIG_FILE: file('.yaml', toBlockYaml(BROKEN)) }));
   });
 
   it('when the secrets resolve, then missing env vars and unreadable or empty files are named by account and path', () => {
@@ -297,7 +287,7 @@ describe('BROKER_CONFIG_FILE: validation lists every problem at once', () => {
         `  - { name: a, key: "${SVC_KEY}" }`,
       ].join('\n'),
     );
-    expect(problemsOf({ BROKER_CONFIG_FILE: path, POLYV_MAIN_SECRET: MAIN_SECRET, PARTNER_SECRET: '  ' })).toEqual([
+    expect(configProblems({ BROKER_CONFIG_FILE: path, POLYV_MAIN_SECRET: MAIN_SECRET, PARTNER_SECRET: '  ' })).toEqual([
       'BROKER_CONFIG_FILE accounts[1].appSecretEnv: environment variable PARTNER_SECRET is not set',
       `BROKER_CONFIG_FILE accounts[2].appSecretFile: cannot be read (ENOENT): ${join(dir, 'secrets', 'missing.txt')}`,
       `BROKER_CONFIG_FILE accounts[3].appSecretFile: is empty: ${join(dir, 'secrets', 'empty.txt')}`,
@@ -306,18 +296,18 @@ describe('BROKER_CONFIG_FILE: validation lists every problem at once', () => {
 
   it('when the file is YAML with a syntax error, then the place is given but not the text around it', () => {
     const path = file('.yaml', `consumers:\n  - name: a\n    key: "${SVC_KEY}"\n    key: "${SVC_KEY}"\n`);
-    const problems = problemsOf({ ...envAccount, BROKER_CONFIG_FILE: path });
+    const problems = configProblems({ ...envAccount, BROKER_CONFIG_FILE: path });
     expect(problems).toEqual([`BROKER_CONFIG_FILE is not valid YAML (duplicate key at line 4, column 5): ${path}`]);
     expect(problems.join('\n')).not.toContain(SVC_KEY);
   });
 
   it('when the file is JSON with a syntax error, then the place is given when known, never the text', () => {
     const trailingComma = file('.json', `{"consumers": [{"name": "a", "key": "${SVC_KEY}",}]}`);
-    expect(problemsOf({ ...envAccount, BROKER_CONFIG_FILE: trailingComma })).toEqual([
+    expect(configProblems({ ...envAccount, BROKER_CONFIG_FILE: trailingComma })).toEqual([
       `BROKER_CONFIG_FILE is not valid JSON (at line 1, column ${`{"consumers": [{"name": "a", "key": "${SVC_KEY}",`.length + 1}): ${trailingComma}`,
     ]);
     const bareWord = file('.json', `{"consumers": [{"name": "a", "key": ${SVC_KEY.replaceAll('-', '')}}]}`);
-    const problems = problemsOf({ ...envAccount, BROKER_CONFIG_FILE: bareWord });
+    const problems = configProblems({ ...envAccount, BROKER_CONFIG_FILE: bareWord });
     expect(problems).toEqual([`BROKER_CONFIG_FILE is not valid JSON: ${bareWord}`]);
     expect(problems.join('\n')).not.toContain(SVC_KEY.replaceAll('-', ''));
   });
@@ -330,12 +320,12 @@ describe('BROKER_CONFIG_FILE: validation lists every problem at once', () => {
     ['.yaml', 'accounts: main\n', () => 'BROKER_CONFIG_FILE accounts: must be a list of accounts'],
   ])('when a %s file holds %j, then start-up stops with one clear line', (ext, content, message) => {
     const path = file(ext, content);
-    expect(problemsOf({ ...envAccount, BROKER_API_KEYS: `a:${SVC_KEY}`, BROKER_CONFIG_FILE: path })).toEqual([message(path)]);
+    expect(configProblems({ ...envAccount, BROKER_API_KEYS: `a:${SVC_KEY}`, BROKER_CONFIG_FILE: path })).toEqual([message(path)]);
   });
 
   it('when the file cannot be read, then the problem names the path and the reason, beside the env problems', () => {
     const path = join(dir, 'does-not-exist.yaml');
-    expect(problemsOf({ ...envAccount, BROKER_CONFIG_FILE: path, BROKER_CHANNELS: 'abc' })).toEqual([
+    expect(configProblems({ ...envAccount, BROKER_CONFIG_FILE: path, BROKER_CHANNELS: 'abc' })).toEqual([
       'BROKER_CHANNELS entry "abc" must be a channel ID of 1-20 digits',
       `BROKER_CONFIG_FILE cannot be read (ENOENT): ${path}`,
     ]);
@@ -384,7 +374,7 @@ describe('per-account budgets of every token kind', () => {
   });
 
   it('rejects a budget below 1, naming its path', () => {
-    expect(problemsOf({ BROKER_CONFIG_FILE: withBudgets({ watchUrlPerHour: 0 }), MAIN_SECRET }).join('\n')).toMatch(
+    expect(configProblems({ BROKER_CONFIG_FILE: withBudgets({ watchUrlPerHour: 0 }), MAIN_SECRET }).join('\n')).toMatch(
       /accounts\[0\]\.budgets\.watchUrlPerHour: must be at least 1/,
     );
   });

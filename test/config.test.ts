@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/config.js';
-import { ConfigError } from '../src/errors/broker-error.js';
+import { configProblems } from './support/harness.js';
 
 const base = {
   POLYV_APP_ID: 'app1',
@@ -8,15 +8,8 @@ const base = {
   BROKER_API_KEYS: 'svc:0123456789abcdef',
 };
 
-function problemsOf(env: Record<string, string | undefined>, readFile?: (p: string) => string): string[] {
-  try {
-    loadConfig(env, readFile === undefined ? {} : { readFile });
-  } catch (err) {
-    if (err instanceof ConfigError) return [...err.problems];
-    throw err;
-  }
-  return [];
-}
+const problemsOf = (env: Record<string, string | undefined>, readFile?: (p: string) => string): string[] =>
+  configProblems(env, readFile === undefined ? {} : { readFile });
 
 describe('configuration from environment variables', () => {
   it('when only the required variables are set, then the documented defaults apply', () => {

@@ -8,24 +8,14 @@ import { Registry } from 'prom-client';
 import { Agent, request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/config.js';
-import { ConfigError, ERROR_STATUS } from '../src/errors/broker-error.js';
+import { ERROR_STATUS } from '../src/errors/broker-error.js';
 import { createHttpServer } from '../src/http/create-http-server.js';
 import { opsRoutes } from '../src/http/routes/ops-routes.js';
 import { ManualClock } from '../src/lib/clock.js';
 import { createLogger } from '../src/lib/logger.js';
 import type { PolyvSimulator, SimAccount } from '../src/sim/polyv-simulator.js';
 import { hostileRequests, rawRequestBytes, type FuzzRequest, type FuzzSetup } from './support/hostile-requests.js';
-import {
-  LogCapture,
-  OTHER_KEY,
-  TEST_ACCOUNT,
-  TEST_KEY,
-  api,
-  startBroker,
-  startSim,
-  testConfig,
-  type TestBroker,
-} from './support/harness.js';
+import { LogCapture, OTHER_KEY, TEST_ACCOUNT, TEST_KEY, api, startBroker, startSim, testConfig, type TestBroker, type ErrorBody, configProblems } from './support/harness.js';
 import { rawRequest, slowloris, type RawAnswer } from './support/raw-http.js';
 
 /**
@@ -48,9 +38,6 @@ const FUZZ_RUNS = Number(process.env['FUZZ_RUNS'] ?? 600);
 const RAW_RUNS = Math.max(20, Math.floor(FUZZ_RUNS / 5));
 const FUZZ_SEED = process.env['FUZZ_SEED'] === undefined ? undefined : Number(process.env['FUZZ_SEED']);
 
-interface ErrorBody {
-  error: { code: string; message: string };
-}
 
 let sim: PolyvSimulator;
 let dir: string;
@@ -506,15 +493,7 @@ describe('configuration of the limits', () => {
     POLYV_APP_SECRET: 'secret',
     BROKER_API_KEYS: `svc-a:${TEST_KEY}`,
   };
-  const problems = (env: Record<string, string>): string[] => {
-    try {
-      loadConfig({ ...base, ...env });
-      return [];
-    } catch (err) {
-      if (err instanceof ConfigError) return [...err.problems];
-      throw err;
-    }
-  };
+  const problems = (env: Record<string, string>): string[] => configProblems({ ...base, ...env });
 
   it('when nothing is set, then headers 10 s, request 30 s and no rate limit; a burst defaults to the rate', () => {
     const c = loadConfig(base);

@@ -6,13 +6,8 @@ import { LocalTokenCache } from '../src/service/local-token-cache.js';
 import type { PolyvSimulator } from '../src/sim/polyv-simulator.js';
 import { RedisKeys } from '../src/store/redis-keys.js';
 import type { CachedToken } from '../src/store/token-store.js';
-import { api, eventually, redisUrl, startBroker, startSim, testConfig, uniquePrefix, type TestBroker } from './support/harness.js';
+import { api, eventually, redisUrl, startBroker, startSim, testConfig, uniquePrefix, type TestBroker, type TokenBody } from './support/harness.js';
 
-interface TokenBody {
-  channelId: string;
-  channelToken: string;
-  expireTime: number;
-}
 
 let sim: PolyvSimulator;
 let redis: Redis;

@@ -9,7 +9,7 @@ import type { Config } from '../src/config/config.js';
 import type { Logger } from '../src/lib/logger.js';
 import { startBroker as startBrokerProcess } from '../src/main.js';
 import type { PolyvSimulator } from '../src/sim/polyv-simulator.js';
-import { LogCapture, api, eventually, startBroker, startSim, testConfig, uniquePrefix, type TestBroker } from './support/harness.js';
+import { LogCapture, api, eventually, startBroker, startSim, testConfig, uniquePrefix, type TestBroker, type TokenBody } from './support/harness.js';
 
 /**
  * Redis with AUTH, an ACL user and TLS, end to end: the whole broker (HTTP, token store, Lua scripts, BullMQ
@@ -17,11 +17,6 @@ import { LogCapture, api, eventually, startBroker, startSim, testConfig, uniqueP
  * without printing the password.
  */
 
-interface TokenBody {
-  channelId: string;
-  channelToken: string;
-  expireTime: number;
-}
 
 const ADMIN_PASSWORD = 'admin-pw-5f2c9d1e8a7b';
 const BROKER_PASSWORD = 'broker-pw-c41d7e0b9a62';

@@ -5,11 +5,10 @@ import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { channelsCommand, connectForOncall } from '../src/cli/oncall-commands.js';
 import { loadConfig } from '../src/config/config.js';
-import { ConfigError } from '../src/errors/broker-error.js';
 import { startBroker as startBrokerProcess } from '../src/main.js';
 import type { PolyvSimulator, SimAccount } from '../src/sim/polyv-simulator.js';
 import { RedisStartupError } from '../src/store/redis-startup-check.js';
-import { LogCapture, api, eventually, redisUrl, startBroker, startSim, testConfig, uniquePrefix, type TestBroker } from './support/harness.js';
+import { LogCapture, api, eventually, redisUrl, startBroker, startSim, testConfig, uniquePrefix, type TestBroker, type TokenBody, type ErrorBody, configProblems } from './support/harness.js';
 import { makeTestCertificates, startRedisCluster, type RedisClusterHandle, type TestCertificates } from './support/redis-cluster.js';
 
 /**
@@ -18,14 +17,6 @@ import { makeTestCertificates, startRedisCluster, type RedisClusterHandle, type 
  * holds.
  */
 
-interface TokenBody {
-  channelId: string;
-  channelToken: string;
-  expireTime: number;
-}
-interface ErrorBody {
-  error: { code: string; message: string };
-}
 
 /** The `default` user's password (the cluster's own links, redis-cli, and this file's assertions). */
 const PASSWORD = 'cluster-pw-7c1e5a9d3b64';
@@ -414,15 +405,7 @@ describe('start-up against a Cluster that refuses', () => {
 
 describe('configuration of Cluster and Sentinel', () => {
   const base = { POLYV_APP_ID: 'app1', POLYV_APP_SECRET: 'secret', BROKER_API_KEYS: 'svc:key-0123456789abcdef' };
-  const problems = (env: Record<string, string>): string[] => {
-    try {
-      loadConfig({ ...base, ...env });
-      return [];
-    } catch (err) {
-      if (err instanceof ConfigError) return [...err.problems];
-      throw err;
-    }
-  };
+  const problems = (env: Record<string, string>): string[] => configProblems({ ...base, ...env });
 
   it('when REDIS_CLUSTER_NODES lists seeds, then the config holds a cluster with the password and TLS settings', () => {
     const config = loadConfig(

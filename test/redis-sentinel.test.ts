@@ -7,7 +7,7 @@ import { startRedisServer, type RedisServerHandle } from '../src/infra/redis-ser
 import { startBroker, type RunningBroker } from '../src/main.js';
 import type { PolyvSimulator } from '../src/sim/polyv-simulator.js';
 import { RedisStartupError } from '../src/store/redis-startup-check.js';
-import { TEST_ACCOUNT, api, eventually, startSim, testConfig, uniquePrefix } from './support/harness.js';
+import { TEST_ACCOUNT, api, eventually, startSim, testConfig, uniquePrefix, type TokenBody } from './support/harness.js';
 import { startRedisSentinel, type RedisSentinelHandle } from './support/redis-cluster.js';
 
 /**
@@ -16,10 +16,6 @@ import { startRedisSentinel, type RedisSentinelHandle } from './support/redis-cl
  * which the broker rides out.
  */
 
-interface TokenBody {
-  channelToken: string;
-  expireTime: number;
-}
 
 const MASTER_NAME = 'ptbmaster';
 const REDIS_PASSWORD = 'sentinel-data-pw-4e8a1c';

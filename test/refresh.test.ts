@@ -1,11 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, eventually, redisUrl, testConfig, uniquePrefix, useSimulator, type TestBroker } from './support/harness.js';
+import { api, eventually, redisUrl, testConfig, uniquePrefix, useSimulator, type TestBroker, type TokenBody } from './support/harness.js';
 
-interface TokenBody {
-  channelToken: string;
-  expireTime: number;
-}
 
 const fx = useSimulator({ invalidatePreviousChannelToken: false });
 let redis: Redis;

@@ -6,34 +6,11 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/config.js';
-import { ConfigError } from '../src/errors/broker-error.js';
 import { RedisKeys } from '../src/store/redis-keys.js';
 import { encryptionKeyId } from '../src/store/token-cipher.js';
 import type { PolyvSimulator } from '../src/sim/polyv-simulator.js';
-import {
-  LogCapture,
-  OTHER_KEY,
-  TEST_ACCOUNT,
-  TEST_KEY,
-  api,
-  eventually,
-  redisUrl,
-  startBroker,
-  startSim,
-  testConfig,
-  uniquePrefix,
-  type ApiResponse,
-  type TestBroker,
-} from './support/harness.js';
+import { LogCapture, OTHER_KEY, TEST_ACCOUNT, TEST_KEY, api, eventually, redisUrl, startBroker, startSim, testConfig, uniquePrefix, type ApiResponse, type TestBroker, type TokenBody, type ErrorBody, configProblems } from './support/harness.js';
 
-interface TokenBody {
-  channelId: string;
-  channelToken: string;
-  expireTime: number;
-}
-interface ErrorBody {
-  error: { code: string; message: string };
-}
 
 let sim: PolyvSimulator;
 let redis: Redis;
@@ -111,16 +88,6 @@ async function valuesOf(prefix: string): Promise<string> {
 describe('secrets from files, never from the command line', () => {
   const base = { POLYV_APP_ID: 'app1', POLYV_APP_SECRET: 'secret-value-1234' };
 
-  function problemsOf(env: Record<string, string | undefined>): string[] {
-    try {
-      loadConfig(env);
-    } catch (err) {
-      if (err instanceof ConfigError) return [...err.problems];
-      throw err;
-    }
-    return [];
-  }
-
   it('when BROKER_API_KEYS_FILE holds keys one per line or comma-separated, then they are all read; comments and blank lines are skipped', () => {
     const path = secretFile('api-keys', '# consumers\nsvc-a:key-a-0123456789abcdef\n\nsvc-b:key-b-0123456789abcdef, svc-c:key-c-0123456789abcdef\n');
     const c = loadConfig({ ...base, BROKER_API_KEYS_FILE: path });
@@ -129,18 +96,18 @@ describe('secrets from files, never from the command line', () => {
   });
 
   it('when API keys are missing, given twice, or the file is unusable, then start-up is refused naming the variable and never a key', () => {
-    expect(problemsOf(base)).toEqual(['BROKER_API_KEYS is required (comma-separated name:key pairs), or give BROKER_API_KEYS_FILE']);
+    expect(configProblems(base)).toEqual(['BROKER_API_KEYS is required (comma-separated name:key pairs), or give BROKER_API_KEYS_FILE']);
     const path = secretFile('api-keys-2', 'svc:0123456789abcdef-secret\n');
-    expect(problemsOf({ ...base, BROKER_API_KEYS: 'svc:0123456789abcdef-other', BROKER_API_KEYS_FILE: path })).toEqual([
+    expect(configProblems({ ...base, BROKER_API_KEYS: 'svc:0123456789abcdef-other', BROKER_API_KEYS_FILE: path })).toEqual([
       'BROKER_API_KEYS and BROKER_API_KEYS_FILE are both set: give exactly one',
     ]);
-    expect(problemsOf({ ...base, BROKER_API_KEYS_FILE: join(dir, 'nope') })).toEqual([
+    expect(configProblems({ ...base, BROKER_API_KEYS_FILE: join(dir, 'nope') })).toEqual([
       `BROKER_API_KEYS_FILE cannot be read (ENOENT): ${join(dir, 'nope')}`,
     ]);
-    expect(problemsOf({ ...base, BROKER_API_KEYS_FILE: secretFile('empty', '\n') })).toEqual([
+    expect(configProblems({ ...base, BROKER_API_KEYS_FILE: secretFile('empty', '\n') })).toEqual([
       `BROKER_API_KEYS_FILE is empty: ${join(dir, 'empty')}`,
     ]);
-    const short = problemsOf({ ...base, BROKER_API_KEYS_FILE: secretFile('short', 'svc:tooshort-xyz\n') });
+    const short = configProblems({ ...base, BROKER_API_KEYS_FILE: secretFile('short', 'svc:tooshort-xyz\n') });
     expect(short).toEqual(['BROKER_API_KEYS key "svc" must be at least 16 characters long']);
     expect(short.join()).not.toContain('tooshort-xyz');
   });
@@ -162,13 +129,13 @@ describe('secrets from files, never from the command line', () => {
     expect(loadConfig(env).encryption).toEqual({ key: undefined, oldKeys: [] });
 
     const weak = 'not-a-real-key-but-a-secret-anyway';
-    const problems = problemsOf({ ...env, BROKER_ENCRYPTION_KEY: weak, BROKER_ENCRYPTION_OLD_KEYS: `${key.toString('hex')},${randomBytes(16).toString('hex')}` });
+    const problems = configProblems({ ...env, BROKER_ENCRYPTION_KEY: weak, BROKER_ENCRYPTION_OLD_KEYS: `${key.toString('hex')},${randomBytes(16).toString('hex')}` });
     expect(problems).toEqual([
       'BROKER_ENCRYPTION_KEY must be 32 bytes written as base64 or 64 hex digits (make one with: openssl rand -base64 32)',
       'BROKER_ENCRYPTION_OLD_KEYS entry 2 must be 32 bytes written as base64 or 64 hex digits (make one with: openssl rand -base64 32)',
     ]);
     expect(problems.join()).not.toContain(weak);
-    expect(problemsOf({ ...env, BROKER_ENCRYPTION_KEY: key.toString('hex'), BROKER_ENCRYPTION_KEY_FILE: join(dir, 'enc-key') })).toEqual([
+    expect(configProblems({ ...env, BROKER_ENCRYPTION_KEY: key.toString('hex'), BROKER_ENCRYPTION_KEY_FILE: join(dir, 'enc-key') })).toEqual([
       'BROKER_ENCRYPTION_KEY and BROKER_ENCRYPTION_KEY_FILE are both set: give exactly one',
     ]);
   });

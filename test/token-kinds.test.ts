@@ -2,11 +2,8 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { PolyvSimulator } from '../src/sim/polyv-simulator.js';
 import { WATCH_API_TOKEN_LIFETIME_MS } from '../src/service/viewer-token-service.js';
-import { api, eventually, redisUrl, startBroker, startSim, testConfig, uniquePrefix, type TestBroker } from './support/harness.js';
+import { api, eventually, redisUrl, startBroker, startSim, testConfig, uniquePrefix, type TestBroker, type ErrorBody } from './support/harness.js';
 
-interface ErrorBody {
-  error: { code: string; message: string };
-}
 
 let sim: PolyvSimulator;
 let redis: Redis;

@@ -3,11 +3,8 @@ import { ManualClock } from '../src/lib/clock.js';
 import { createLogger } from '../src/lib/logger.js';
 import { CONFIG_ERROR_RETRY_MS, RETRY_CAP_MS, processRefresh } from '../src/scheduler/refresh-processor.js';
 import type { SimFault } from '../src/sim/polyv-simulator.js';
-import { api, testConfig, useSimulator, type TestBroker } from './support/harness.js';
+import { api, testConfig, useSimulator, type TestBroker, type ErrorBody } from './support/harness.js';
 
-interface ErrorBody {
-  error: { code: string; message: string };
-}
 
 const silent = createLogger('silent');
 const fx = useSimulator();

@@ -2,7 +2,8 @@ import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import { redisUrl, uniquePrefix } from './redis.js';
 import { buildBrokerApp, type BrokerApp } from '../../src/app.js';
-import { loadConfig, type Config } from '../../src/config/config.js';
+import { loadConfig, type Config, type LoadConfigOptions } from '../../src/config/config.js';
+import { ConfigError } from '../../src/errors/broker-error.js';
 import type { Clock } from '../../src/lib/clock.js';
 import { createLogger, type Logger } from '../../src/lib/logger.js';
 import { PolyvSimulator, type PolyvSimulatorOptions, type SimAccount } from '../../src/sim/polyv-simulator.js';
@@ -21,6 +22,29 @@ export async function startSim(options: Partial<PolyvSimulatorOptions> = {}): Pr
   const sim = new PolyvSimulator({ accounts: [TEST_ACCOUNT], ...options });
   await sim.listen(0);
   return sim;
+}
+
+/** The channel-token answer of the HTTP API. */
+export interface TokenBody {
+  channelId: string;
+  channelToken: string;
+  expireTime: number;
+}
+
+/** Every error answer of the HTTP API. */
+export interface ErrorBody {
+  error: { code: string; message: string };
+}
+
+/** The problems start-up would report for this environment (none: the config is valid). */
+export function configProblems(env: Readonly<Record<string, string | undefined>>, options: LoadConfigOptions = {}): string[] {
+  try {
+    loadConfig(env, options);
+  } catch (err) {
+    if (err instanceof ConfigError) return [...err.problems];
+    throw err;
+  }
+  return [];
 }
 
 /** A config as the broker would parse it from env, pointed at the simulator and the test Redis. */
