@@ -9,6 +9,7 @@ import { closeAdmin, createAdminApp, listenAdmin } from './http/create-admin-app
 import { createHttpApp } from './http/create-http-app.js';
 import { createHttpServer } from './http/create-http-server.js';
 import { ConsumerRateLimiter } from './http/consumer-rate-limiter.js';
+import { settlesWithin } from './lib/settle-within.js';
 import { systemClock, type Clock } from './lib/clock.js';
 import { createLogger, type Logger } from './lib/logger.js';
 import { BrokerMetrics } from './metrics/broker-metrics.js';
@@ -308,12 +309,15 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
       await closed;
       clearTimeout(force);
     }
-    await worker?.stop();
-    await queue.close();
-    await bullRedis.close();
+    // Each step that needs Redis gets a share of the shutdown time: while Redis is unreachable, BullMQ's
+    // close() and QUIT would wait for it forever.
+    const graceMs = Math.max(250, Math.floor(config.shutdownTimeoutMs / 5));
+    await worker?.stop(graceMs);
+    await queue.close(graceMs);
+    await settlesWithin(bullRedis.close(), graceMs);
     await polyv.close();
-    await localCache?.stop();
-    await closeRedis(redis);
+    await settlesWithin(localCache?.stop() ?? Promise.resolve(), graceMs);
+    if (!(await settlesWithin(closeRedis(redis), graceMs))) redis.disconnect();
     logger.info('broker stopped');
   }
 }

@@ -6,6 +6,7 @@ import type { Response } from 'express';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { PolyvAccount } from '../src/config/config.js';
 import { BrokerError } from '../src/errors/broker-error.js';
+import { budgetCommand } from '../src/cli/oncall-commands.js';
 import { authorize, mayAccess } from '../src/http/authorize.js';
 import type { SimAccount } from '../src/sim/polyv-simulator.js';
 import { OTHER_KEY, TEST_ACCOUNT, TEST_KEY, api, eventually, testConfig, useSimulator, type TestBroker, type TokenBody, type ErrorBody } from './support/harness.js';
@@ -130,6 +131,9 @@ describe('several PolyV accounts', () => {
     expect(state.body).toMatchObject({ callsLastHour: 2, budgetPerHour: PARTNER_BUDGET });
     const defaultState = await api<ChannelState>(b.url, '/v1/channels/1000003');
     expect(defaultState.body.budgetPerHour).toBe(450);
+    const printed: string[] = [];
+    await budgetCommand(b.app, ['3000001', '--account', 'partner', '--json'], (line) => printed.push(line));
+    expect(JSON.parse(printed.join('\n'))).toMatchObject({ callsLastHour: 2, budgetPerHour: PARTNER_BUDGET, remaining: 0 });
     const metrics = await fetch(`${b.url}/metrics`).then((r) => r.text());
     expect(metrics).toContain(`polyv_broker_channel_budget_per_hour{account="partner"} ${PARTNER_BUDGET}`);
     expect(metrics).toContain('polyv_broker_channel_budget_per_hour{account="default"} 450');

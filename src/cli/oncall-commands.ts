@@ -170,7 +170,7 @@ export async function budgetCommand(app: BrokerApp, args: readonly string[], pri
     app.budget.oldestCall(account.appId, channelId),
     app.budget.globalUsed(),
   ]);
-  const perHour = app.config.budget.channelPerHour;
+  const perHour = account.budgets?.channelTokenPerHour ?? app.config.budget.channelPerHour;
   const out = {
     channelId,
     callsLastHour: used,

@@ -10,7 +10,6 @@ export const ERROR_STATUS = {
   forbidden: 403,
   not_found: 404,
   channel_not_in_account: 404,
-  method_not_allowed: 405,
   request_timeout: 408,
   payload_too_large: 413,
   unsupported_media_type: 415,

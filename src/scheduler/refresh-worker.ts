@@ -1,6 +1,7 @@
 import { DelayedError, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
+import { settlesWithin } from '../lib/settle-within.js';
 import type { AccountRegistry } from '../service/account-registry.js';
 import type { ChannelTokenService } from '../service/channel-token-service.js';
 import type { WatchUrlService } from '../service/watch-url-service.js';
@@ -78,9 +79,18 @@ export class RefreshWorker {
   }
 
   /** Stops taking jobs and waits for the ones in progress to finish. */
-  async stop(): Promise<void> {
+  /**
+   * Lets running jobs finish, for at most `graceMs`: while Redis is unreachable BullMQ's close() never ends,
+   * so after that the worker's connections are dropped (a job cut short runs again elsewhere: stalled-job
+   * recovery).
+   */
+  async stop(graceMs: number): Promise<void> {
     if (this.keeper !== undefined) clearInterval(this.keeper);
-    await this.worker?.close();
+    const worker = this.worker;
+    if (worker === undefined) return;
+    if (await settlesWithin(worker.close(), graceMs)) return;
+    this.o.logger.warn({ graceMs }, 'the refresh worker did not close in time (Redis unreachable?); disconnecting it');
+    await settlesWithin(worker.disconnect(), 1000);
   }
 
   async runReconcile(): Promise<void> {
