@@ -72,20 +72,20 @@ describe('PolyV fails for longer than a refresh cycle, shorter than a token life
   for (const { name, fault, refreshesFail } of FAULTS) {
     it(`when PolyV ${name}, then consumers keep getting valid tokens at unchanged latency, and refreshes resume by themselves`, async () => {
       const baseline = await audit(`  baseline before "${name}"`, Date.now() - 5000, Date.now());
-      const faultAt = Date.now();
+      // The window of the fault is taken inside the admin calls: the simulator has applied the fault when
+      // setFault answers, and still applies it when clearFault is sent (calls in between are answered
+      // normally and must not count as calls during the fault).
       await fleet.setFault({ ...fault, endpoints: ['get-channel-token'] });
+      const faultAt = Date.now();
       await sleep(FAULT_MS);
+      const clearingAt = Date.now();
       await fleet.clearFault();
       const clearedAt = Date.now();
-
-      // Every channel's refresh met the fault.
-      const during = (await fleet.channelTokenCalls()).filter((c) => c.at >= faultAt && c.at < clearedAt);
-      const faultedChannels = new Set(during.filter((c) => c.faulted).map((c) => c.channelId));
-      expect(WARM.filter((c) => !faultedChannels.has(c)), 'channels whose refresh never met the fault').toEqual([]);
-      if (refreshesFail) expect(issues(during).length, 'no token issued while PolyV fails').toBe(0);
+      const during = (await fleet.channelTokenCalls()).filter((c) => c.at >= faultAt && c.at < clearingAt);
 
       // Refreshes resume by themselves: every channel gets a new token after the fault (for the slow
-      // PolyV: during it).
+      // PolyV: during it). Waited for before any assertion, so that a failure here leaves the next
+      // scenario a recovered fleet.
       const since = refreshesFail ? clearedAt : faultAt;
       const resumedMs = await timeUntil(
         'every channel refreshed again',
@@ -97,6 +97,12 @@ describe('PolyV fails for longer than a refresh cycle, shorter than a token life
         200,
       );
       await sleep(500);
+
+      // Every channel's refresh met the fault.
+      const faultedChannels = new Set(during.filter((c) => c.faulted).map((c) => c.channelId));
+      expect(WARM.filter((c) => !faultedChannels.has(c)), 'channels whose refresh never met the fault').toEqual([]);
+      if (refreshesFail) expect(issues(during).length, 'no token issued while PolyV fails').toBe(0);
+
       const a = await audit(`PolyV ${name}`, faultAt, Date.now(), fault.kind === 'latency' ? fault.ms + 1000 : 1000);
       figures.add(`  refreshes resumed: every channel had a new token ${(resumedMs / 1000).toFixed(1)} s after ${refreshesFail ? 'the fault ended' : 'the fault began'}`);
 
