@@ -1,5 +1,5 @@
 import type { RedisDeployment } from '../store/redis-connection.js';
-import { ENCRYPTION_KEY_BYTES, parseEncryptionKey } from '../store/token-cipher.js';
+import { ENCRYPTION_KEY_BYTES, parseEncryptionKey } from './encryption-key.js';
 import type { ParsedEnv } from './env-schema.js';
 
 export type ReadFile = (path: string) => string;

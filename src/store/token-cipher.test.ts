@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { TokenCipher, encryptionKeyId, isSealed, parseEncryptionKey } from './token-cipher.js';
+import { parseEncryptionKey } from '../config/encryption-key.js';
+import { TokenCipher, encryptionKeyId, isSealed } from './token-cipher.js';
 
 const K1 = randomBytes(32);
 const K2 = randomBytes(32);

@@ -1,7 +1,6 @@
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
+import { ENCRYPTION_KEY_BYTES } from '../config/encryption-key.js';
 
-/** AES-256 keys are 32 bytes. */
-export const ENCRYPTION_KEY_BYTES = 32;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 const B64 = '[A-Za-z0-9+/]*={0,2}';
@@ -15,18 +14,6 @@ const SEALED_RE = new RegExp(`^v1:([0-9a-f]{8}):(${B64}):(${B64}):(${B64})$`);
  */
 export function encryptionKeyId(key: Buffer): string {
   return createHmac('sha256', key).update('polyv-token-broker key id').digest('hex').slice(0, 8);
-}
-
-/**
- * A 32-byte key written as 64 hex digits or as base64 (standard or URL-safe, padded or not), e.g. the output
- * of `openssl rand -base64 32`; undefined for anything else. Never echoes its input.
- */
-export function parseEncryptionKey(text: string): Buffer | undefined {
-  const t = text.trim();
-  if (/^[0-9a-fA-F]{64}$/.test(t)) return Buffer.from(t, 'hex');
-  if (!/^[A-Za-z0-9+/_-]{43}={0,1}$/.test(t)) return undefined;
-  const bytes = Buffer.from(t.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
-  return bytes.length === ENCRYPTION_KEY_BYTES ? bytes : undefined;
 }
 
 /** Whether a stored value has the shape of a sealed token (whatever key sealed it). */
