@@ -1,12 +1,6 @@
 import type { PolyvAccount } from '../config/config.js';
-import type { Clock } from '../lib/clock.js';
-import type { BrokerMetrics } from '../metrics/broker-metrics.js';
-import type { PolyvClient } from '../polyv/polyv-client.js';
-import type { RedisClient } from '../store/redis-scripts.js';
-import type { RedisKeys } from '../store/redis-keys.js';
-import type { SealedJson } from '../store/sealed-json.js';
-import type { PolyvGateway } from './polyv-gateway.js';
 import { recordServed } from './record-served.js';
+import type { TokenKindDeps } from './token-kind-deps.js';
 import type { SingleFlight } from './single-flight.js';
 
 export interface CommonToken {
@@ -21,19 +15,10 @@ export interface ServedCommonToken extends CommonToken {
   readonly outcome: 'hit' | 'miss' | 'refresh';
 }
 
-export interface CommonTokenServiceOptions {
-  redis: RedisClient;
-  sealed: SealedJson;
-  keys: RedisKeys;
-  polyv: PolyvClient;
-  gateway: PolyvGateway;
+export interface CommonTokenServiceOptions extends TokenKindDeps {
   flights: SingleFlight;
-  clock: Clock;
-  metrics: BrokerMetrics;
   minTtlSeconds: number;
   ttlSeconds: number;
-  /** Calls per channel and rolling hour, unless the account's `budgets` say otherwise. */
-  perHour: number;
 }
 
 /**

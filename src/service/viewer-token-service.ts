@@ -1,13 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { PolyvAccount } from '../config/config.js';
-import type { Clock } from '../lib/clock.js';
-import type { BrokerMetrics } from '../metrics/broker-metrics.js';
-import type { PolyvClient } from '../polyv/polyv-client.js';
-import type { RedisClient } from '../store/redis-scripts.js';
-import type { RedisKeys } from '../store/redis-keys.js';
-import type { SealedJson } from '../store/sealed-json.js';
-import type { PolyvGateway } from './polyv-gateway.js';
 import { recordServed } from './record-served.js';
+import type { TokenKindDeps } from './token-kind-deps.js';
 import type { SingleFlight } from './single-flight.js';
 
 /** get-watch-api-token says its token is valid for 5 hours. */
@@ -32,18 +26,9 @@ interface CachedViewerToken {
   expireTime: number;
 }
 
-export interface ViewerTokenServiceOptions {
-  redis: RedisClient;
-  sealed: SealedJson;
-  keys: RedisKeys;
-  polyv: PolyvClient;
-  gateway: PolyvGateway;
+export interface ViewerTokenServiceOptions extends TokenKindDeps {
   flights: SingleFlight;
-  clock: Clock;
-  metrics: BrokerMetrics;
   minTtlSeconds: number;
-  /** Calls per channel and rolling hour, unless the account's `budgets` say otherwise. */
-  perHour: number;
 }
 
 /** Digest of everything sent for a viewer, so a changed nickname or avatar gets a token of its own. */

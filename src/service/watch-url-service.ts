@@ -1,14 +1,9 @@
 import type { PolyvAccount } from '../config/config.js';
-import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
-import type { BrokerMetrics } from '../metrics/broker-metrics.js';
-import type { PolyvClient } from '../polyv/polyv-client.js';
 import { BudgetExhaustedError } from '../errors/broker-error.js';
 import { defineScripts, type RedisClient } from '../store/redis-scripts.js';
-import type { RedisKeys } from '../store/redis-keys.js';
-import type { SealedJson } from '../store/sealed-json.js';
-import type { PolyvGateway } from './polyv-gateway.js';
 import { recordServed } from './record-served.js';
+import type { TokenKindDeps } from './token-kind-deps.js';
 
 /** get-token-watch-url: the URL is valid for one hour, and dead once used. */
 export const WATCH_URL_LIFETIME_MS = 3600 * 1000;
@@ -28,18 +23,9 @@ export interface PoolRefillScheduler {
   requestPoolRefill(appId: string, channelId: string): Promise<void>;
 }
 
-export interface WatchUrlServiceOptions {
-  redis: RedisClient;
-  sealed: SealedJson;
-  keys: RedisKeys;
-  polyv: PolyvClient;
-  gateway: PolyvGateway;
-  clock: Clock;
-  metrics: BrokerMetrics;
+export interface WatchUrlServiceOptions extends TokenKindDeps {
   logger: Logger;
   refills: PoolRefillScheduler;
-  /** Calls per channel and rolling hour, unless the account's `budgets` say otherwise. */
-  perHour: number;
   /** URLs kept pre-minted per warm channel; 0 = mint on demand only. */
   poolSize: number;
   /** A pooled URL older than this is dropped, never handed out. */
