@@ -75,6 +75,15 @@ describe('per-channel rolling-hour budget (Redis, Lua)', () => {
     clock.advance(10_001);
     await expect(budget.take('app', '200', 450)).resolves.toBeDefined();
   });
+
+  it('when the channel budget refuses, then the fleet-wide slot taken with it is given back', async () => {
+    const { budget } = budgetWith(5);
+    await budget.take('app', '300', 1);
+    const refused = await budget.take('app', '300', 1).catch((e: unknown) => e);
+    expect((refused as BudgetExhaustedError).scope).toBe('channel');
+    expect(await budget.globalUsed()).toBe(1);
+    expect(await budget.used('app', '300')).toBe(1);
+  });
 });
 
 describe('versioned token writes', () => {

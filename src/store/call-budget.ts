@@ -40,41 +40,38 @@ export class CallBudget {
   }
 
   /**
-   * Takes one slot from the fleet-wide limiter, then one from the channel's hourly budget for `endpoint`.
-   * Throws BudgetExhaustedError (with the wait until a slot frees) when either is spent. The global slot is
-   * taken first: a refused channel wastes at most a plentiful global slot, never a scarce channel slot.
+   * Takes one slot from the fleet-wide limiter and one from the channel's hourly budget for `endpoint`, both
+   * at once (one round trip). When either is refused, the slot the other gave is handed back at once, so a
+   * refused call spends neither budget (for that instant a concurrent caller may find the slot taken: never
+   * looser than the limit, at worst stricter). Throws BudgetExhaustedError with the wait until a slot frees,
+   * naming the fleet limit first when both refuse.
    */
   async take(appId: string, channelId: string, perHour: number, endpoint = 'channel-token'): Promise<BudgetSlot> {
     const now = this.clock.now();
-    const [gOk, gUsed, gWait] = await this.redis.ptbTakeSlot(
-      this.keys.globalLimiter(),
-      this.keys.globalCounter(),
-      now,
-      GLOBAL_WINDOW_MS,
-      this.globalPer10s,
-    );
+    const globalKey = this.keys.globalLimiter();
+    const channelKey = this.keys.budget(appId, channelId, endpoint);
+    const [[gOk, gUsed, gThird], [ok, used, third]] = await Promise.all([
+      this.redis.ptbTakeSlot(globalKey, this.keys.globalCounter(), now, GLOBAL_WINDOW_MS, this.globalPer10s),
+      this.redis.ptbTakeSlot(channelKey, this.keys.status(appId, channelId), now, HOUR_MS, perHour),
+    ]);
+    if (gOk === 1 && ok === 1) return { slot: third ?? 0, used: used ?? 0 };
+    // The third value is the slot's member when taken, the wait until one frees when refused.
+    await Promise.all([
+      gOk === 1 && gThird !== undefined ? this.redis.zrem(globalKey, String(gThird)) : undefined,
+      ok === 1 && third !== undefined ? this.redis.zrem(channelKey, String(third)) : undefined,
+    ]);
     if (gOk !== 1) {
       throw new BudgetExhaustedError(
         'global',
         `the fleet-wide PolyV limit of ${this.globalPer10s} calls per 10 s is reached (${gUsed} used)`,
-        gWait ?? GLOBAL_WINDOW_MS,
+        gThird ?? GLOBAL_WINDOW_MS,
       );
     }
-    const [ok, used, third] = await this.redis.ptbTakeSlot(
-      this.keys.budget(appId, channelId, endpoint),
-      this.keys.status(appId, channelId),
-      now,
-      HOUR_MS,
-      perHour,
+    throw new BudgetExhaustedError(
+      'channel',
+      `channel ${channelId} has used its budget of ${perHour} ${endpoint} calls in the last hour`,
+      third ?? HOUR_MS,
     );
-    if (ok !== 1) {
-      throw new BudgetExhaustedError(
-        'channel',
-        `channel ${channelId} has used its budget of ${perHour} ${endpoint} calls in the last hour`,
-        third ?? HOUR_MS,
-      );
-    }
-    return { slot: third ?? 0, used: used ?? 0 };
   }
 
   /** Calls made for the channel and endpoint in the rolling hour. */
