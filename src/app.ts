@@ -9,7 +9,7 @@ import { closeAdmin, createAdminApp, listenAdmin } from './http/create-admin-app
 import { createHttpApp } from './http/create-http-app.js';
 import { createHttpServer } from './http/create-http-server.js';
 import { ConsumerRateLimiter } from './http/consumer-rate-limiter.js';
-import { settlesWithin } from './lib/settle-within.js';
+import { closeOrDrop, settlesWithin } from './lib/settle-within.js';
 import { systemClock, type Clock } from './lib/clock.js';
 import { createLogger, type Logger } from './lib/logger.js';
 import { BrokerMetrics } from './metrics/broker-metrics.js';
@@ -314,10 +314,10 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
     const graceMs = Math.max(250, Math.floor(config.shutdownTimeoutMs / 5));
     await worker?.stop(graceMs);
     await queue.close(graceMs);
-    await settlesWithin(bullRedis.close(), graceMs);
+    await closeOrDrop("BullMQ's Cluster connection", () => bullRedis.close(), () => bullRedis.drop(), graceMs, logger);
     await polyv.close();
-    await settlesWithin(localCache?.stop() ?? Promise.resolve(), graceMs);
-    if (!(await settlesWithin(closeRedis(redis), graceMs))) redis.disconnect();
+    if (localCache !== undefined) await settlesWithin(localCache.stop(), graceMs);
+    await closeOrDrop('the Redis commands connection', () => closeRedis(redis), () => redis.disconnect(), graceMs, logger);
     logger.info('broker stopped');
   }
 }

@@ -1,24 +1,32 @@
 import { z } from 'zod';
 
+/** A whole number from `min` to `max`, written in decimal. */
+function wholeNumberIn(min: number, max: number) {
+  return z
+    .string()
+    .regex(/^-?\d+$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(
+      z
+        .number()
+        .int()
+        .min(min, `must be at least ${min}`)
+        .max(max, `must be at most ${max}`),
+    );
+}
+
 /** Integer env var with a default; blank means "use the default", anything else must be a whole number in range. */
 function intVar(min: number, max: number, defaultValue: number) {
   return z
     .string()
     .optional()
     .transform((v) => (v === undefined || v.trim() === '' ? String(defaultValue) : v.trim()))
-    .pipe(
-      z
-        .string()
-        .regex(/^-?\d+$/, 'must be a whole number')
-        .transform(Number)
-        .pipe(
-          z
-            .number()
-            .int()
-            .min(min, `must be at least ${min}`)
-            .max(max, `must be at most ${max}`),
-        ),
-    );
+    .pipe(wholeNumberIn(min, max));
+}
+
+/** Integer env var without a default: blank means unset. */
+function optionalIntVar(min: number, max: number) {
+  return optionalString().pipe(wholeNumberIn(min, max).optional());
 }
 
 function optionalString() {
@@ -184,15 +192,7 @@ export const envSchema = z.object({
   BROKER_ENCRYPTION_OLD_KEYS_FILE: optionalString().describe(
     'path of a file holding BROKER_ENCRYPTION_OLD_KEYS (one per line or comma-separated); exactly one of the two',
   ),
-  BROKER_ADMIN_PORT: optionalString()
-    .pipe(
-      z
-        .string()
-        .regex(/^\d+$/, 'must be a whole number')
-        .transform(Number)
-        .pipe(z.number().int().max(65535, 'must be at most 65535'))
-        .optional(),
-    )
+  BROKER_ADMIN_PORT: optionalIntVar(0, 65535)
     .describe('port of a separate admin listener for /metrics, /healthz and /readyz; unset: /metrics on PORT'),
   BROKER_ADMIN_HOST: optionalString().describe('listen address of the admin port (default: HOST)'),
   BROKER_HEADERS_TIMEOUT_MS: intVar(100, 120_000, 10_000).describe(
@@ -204,15 +204,7 @@ export const envSchema = z.object({
   BROKER_RATE_LIMIT_PER_SECOND: intVar(0, 1_000_000, 0).describe(
     'requests per second each consumer (API key) may make on /v1, per replica; 0 turns the limit off',
   ),
-  BROKER_RATE_LIMIT_BURST: optionalString()
-    .pipe(
-      z
-        .string()
-        .regex(/^\d+$/, 'must be a whole number')
-        .transform(Number)
-        .pipe(z.number().int().min(1, 'must be at least 1').max(1_000_000, 'must be at most 1000000'))
-        .optional(),
-    )
+  BROKER_RATE_LIMIT_BURST: optionalIntVar(1, 1_000_000)
     .describe('requests a consumer may make at once after being idle (default: BROKER_RATE_LIMIT_PER_SECOND)'),
   LOG_LEVEL: optionalString()
     .transform((v) => v ?? 'info')

@@ -1,7 +1,7 @@
 import { Queue, type ConnectionOptions } from 'bullmq';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
-import { settlesWithin } from '../lib/settle-within.js';
+import { closeOrDrop } from '../lib/settle-within.js';
 import type { RefreshScheduler } from '../service/channel-token-service.js';
 import type { PoolRefillScheduler } from '../service/watch-url-service.js';
 
@@ -107,8 +107,6 @@ export class RefreshQueue implements RefreshScheduler, PoolRefillScheduler {
 
   /** Closes the queue's connection, or drops it after `graceMs` (Redis unreachable: close() would never end). */
   async close(graceMs: number): Promise<void> {
-    if (await settlesWithin(this.queue.close(), graceMs)) return;
-    this.logger.warn({ graceMs }, 'the refresh queue did not close in time (Redis unreachable?); disconnecting it');
-    await settlesWithin(this.queue.disconnect(), 1000);
+    await closeOrDrop('the refresh queue', () => this.queue.close(), () => this.queue.disconnect(), graceMs, this.logger);
   }
 }

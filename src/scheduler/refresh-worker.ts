@@ -1,7 +1,7 @@
 import { DelayedError, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
-import { settlesWithin } from '../lib/settle-within.js';
+import { closeOrDrop } from '../lib/settle-within.js';
 import type { AccountRegistry } from '../service/account-registry.js';
 import type { ChannelTokenService } from '../service/channel-token-service.js';
 import type { WatchUrlService } from '../service/watch-url-service.js';
@@ -88,9 +88,7 @@ export class RefreshWorker {
     if (this.keeper !== undefined) clearInterval(this.keeper);
     const worker = this.worker;
     if (worker === undefined) return;
-    if (await settlesWithin(worker.close(), graceMs)) return;
-    this.o.logger.warn({ graceMs }, 'the refresh worker did not close in time (Redis unreachable?); disconnecting it');
-    await settlesWithin(worker.disconnect(), 1000);
+    await closeOrDrop('the refresh worker', () => worker.close(), () => worker.disconnect(), graceMs, this.o.logger);
   }
 
   async runReconcile(): Promise<void> {

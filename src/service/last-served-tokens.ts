@@ -26,7 +26,7 @@ export class LastServedTokens {
   private readonly clock: Clock;
   private readonly maxEntries: number;
   private readonly probeEveryMs: number;
-  private failingSince = 0;
+  private failing = false;
   private nextProbeAt = 0;
   private probing = false;
 
@@ -53,20 +53,19 @@ export class LastServedTokens {
 
   /** Whether the last Redis read failed (and no probe has succeeded since). */
   get redisFailing(): boolean {
-    return this.failingSince !== 0;
+    return this.failing;
   }
 
   /** Records a failed Redis read; returns true when Redis had been answering until now. */
   redisFailed(): boolean {
-    const wasAnswering = this.failingSince === 0;
-    const now = this.clock.now();
-    if (wasAnswering) this.failingSince = now;
-    this.nextProbeAt = now + this.probeEveryMs;
+    const wasAnswering = !this.failing;
+    this.failing = true;
+    this.nextProbeAt = this.clock.now() + this.probeEveryMs;
     return wasAnswering;
   }
 
   redisAnswered(): void {
-    this.failingSince = 0;
+    this.failing = false;
   }
 
   /** True when the caller should try Redis now (in the background); it must report with `probed`. */

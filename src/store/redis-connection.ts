@@ -52,6 +52,9 @@ function purposeOptions(purpose: RedisPurpose): RedisOptions {
   return { maxRetriesPerRequest: 1, enableOfflineQueue: true, connectTimeout: 2000, commandTimeout: 2000 };
 }
 
+/** Waits between reconnection attempts: 200 ms more each time, at most 2 s. */
+const reconnectDelay = (times: number) => Math.min(times * 200, 2000);
+
 /**
  * ioredis options for a URL. `commands` connections fail fast (a request should get a 503, not hang while
  * Redis is away); `bullmq` connections retry forever, as BullMQ workers require.
@@ -66,7 +69,7 @@ export function redisOptions(url: string, purpose: RedisPurpose, tls: RedisTlsSe
     username: u.username === '' ? undefined : decodeURIComponent(u.username),
     password: u.password === '' ? undefined : decodeURIComponent(u.password),
     connectionName: `polyv-token-broker:${purpose}`,
-    retryStrategy: (times) => Math.min(times * 200, 2000),
+    retryStrategy: reconnectDelay,
     ...(u.protocol === 'rediss:' ? { tls: redisTlsOptions(u.hostname, tls) } : {}),
     ...purposeOptions(purpose),
   };
@@ -93,20 +96,6 @@ export function isRedisUnavailableError(err: unknown): boolean {
   );
 }
 
-/** A connected client with an error listener (an unhandled 'error' event would crash the process). */
-export function createRedis(url: string, purpose: RedisPurpose, logger: Logger, tls: RedisTlsSettings = {}): Redis {
-  const redis = new Redis({ ...redisOptions(url, purpose, tls), lazyConnect: true });
-  let lastLogged = 0;
-  redis.on('error', (err: Error) => {
-    const now = Date.now();
-    if (now - lastLogged > 5000) {
-      lastLogged = now;
-      logger.warn({ purpose, err: err.message }, 'redis connection error');
-    }
-  });
-  return redis;
-}
-
 /** Node TLS options for Cluster nodes or a Sentinel-managed master, whose host names come from Redis itself. */
 function deploymentTls(tls: RedisTlsSettings): { ca?: string } {
   // No servername: each connection verifies the certificate against the host it dials (name or IP address).
@@ -123,8 +112,6 @@ function nodeOptions(d: RedisDeployment, purpose: RedisPurpose): RedisOptions {
     ...purposeOptions(purpose),
   };
 }
-
-const reconnectDelay = (times: number) => Math.min(times * 200, 2000);
 
 /**
  * ioredis options for a master found through Sentinel: ioredis asks the Sentinels for the master's address,
@@ -161,16 +148,11 @@ export function clusterOptions(d: RedisClusterDeployment, purpose: RedisPurpose)
 
 /** The ioredis client (not yet connected) for a purpose: a Cluster for REDIS_CLUSTER_NODES, else one connection. */
 export function createRedisClient(target: RedisTarget, purpose: RedisPurpose, logger: Logger): RedisClient {
-  if (target.kind === 'url') return createRedis(target.url, purpose, logger, target.tls);
   let client: RedisClient;
-  if (target.kind === 'cluster') {
-    client = new Cluster(
-      target.nodes.map((n) => ({ host: n.host, port: n.port })),
-      clusterOptions(target, purpose),
-    );
-  } else {
-    client = new Redis({ ...sentinelRedisOptions(target, purpose), lazyConnect: true });
-  }
+  if (target.kind === 'url') client = new Redis({ ...redisOptions(target.url, purpose, target.tls), lazyConnect: true });
+  else if (target.kind === 'cluster') client = new Cluster(target.nodes.map((n) => ({ host: n.host, port: n.port })), clusterOptions(target, purpose));
+  else client = new Redis({ ...sentinelRedisOptions(target, purpose), lazyConnect: true });
+  // An unhandled 'error' event would crash the process; one line per 5 s is enough while Redis is away.
   let lastLogged = 0;
   const log = (err: Error) => {
     const now = Date.now();
@@ -203,6 +185,8 @@ export function duplicateForSubscriber(client: RedisClient, connectionName: stri
 export interface BullmqRedis {
   readonly connection: BullmqConnectionOptions;
   close(): Promise<void>;
+  /** Drops the connection at once (when close() does not end: Redis unreachable). */
+  drop(): void;
 }
 
 /**
@@ -212,10 +196,11 @@ export interface BullmqRedis {
  * server or Sentinel, BullMQ opens and closes its own connections from options.
  */
 export function createBullmqRedis(target: RedisTarget, logger: Logger): BullmqRedis {
-  if (target.kind === 'url') return { connection: redisOptions(target.url, 'bullmq', target.tls), close: async () => undefined };
-  if (target.kind === 'sentinel') return { connection: sentinelRedisOptions(target, 'bullmq'), close: async () => undefined };
+  const nothingToClose = { close: async () => undefined, drop: () => undefined };
+  if (target.kind === 'url') return { connection: redisOptions(target.url, 'bullmq', target.tls), ...nothingToClose };
+  if (target.kind === 'sentinel') return { connection: sentinelRedisOptions(target, 'bullmq'), ...nothingToClose };
   const cluster = createRedisClient(target, 'bullmq', logger);
-  return { connection: cluster, close: () => closeRedis(cluster) };
+  return { connection: cluster, close: () => closeRedis(cluster), drop: () => cluster.disconnect() };
 }
 
 /** Quits gracefully, or drops the connection when that fails (or it never connected). */
