@@ -18,7 +18,11 @@ import { PolyvClient } from './polyv/polyv-client.js';
 import { RefreshQueue } from './scheduler/refresh-queue.js';
 import { RefreshWorker } from './scheduler/refresh-worker.js';
 import { AccountRegistry } from './service/account-registry.js';
+import { AccountBudgets } from './service/account-budgets.js';
+import { ChannelRefresher } from './service/channel-refresher.js';
+import { ChannelTokenReader } from './service/channel-token-reader.js';
 import { ChannelTokenService } from './service/channel-token-service.js';
+import { WarmChannels } from './service/warm-channels.js';
 import { LocalTokenCache } from './service/local-token-cache.js';
 import { withFastTokenRoute } from './http/fast-token-route.js';
 import { CommonTokenService } from './service/common-token-service.js';
@@ -32,7 +36,7 @@ import { CallBudget } from './store/call-budget.js';
 import { closeRedis, createBullmqRedis, createRedisClient, duplicateForSubscriber, pingRedis, resolveRedisTarget } from './store/redis-connection.js';
 import { connectOrExplain, probeKeys } from './store/redis-startup-check.js';
 import { RedisKeys } from './store/redis-keys.js';
-import { RedisLock } from './store/redis-lock.js';
+import { KindTokenStore } from './store/kind-token-store.js';
 import { SealedJson } from './store/sealed-json.js';
 import { TokenCipher } from './store/token-cipher.js';
 import { TokenStore } from './store/token-store.js';
@@ -57,6 +61,8 @@ export interface BrokerApp {
   readonly accounts: AccountRegistry;
   readonly store: TokenStore;
   readonly budget: CallBudget;
+  /** Every account's per-channel budget of each token kind. */
+  readonly budgets: AccountBudgets;
   readonly queue: RefreshQueue;
   readonly metrics: BrokerMetrics;
   readonly worker: RefreshWorker | undefined;
@@ -115,52 +121,60 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
     ...(options.polyvDispatcher === undefined ? {} : { dispatcher: options.polyvDispatcher }),
   });
   const queue = new RefreshQueue({ connection: bullConnection, prefix: keys.bullPrefix(), clock, logger });
-  const service = new ChannelTokenService({
-    store,
-    budget,
-    polyv,
-    scheduler: queue,
-    clock,
-    logger: logger.child({ module: 'channel-tokens' }),
-    metrics,
-    expireSeconds: config.tokens.expireSeconds,
-    refreshBeforeSeconds: config.tokens.refreshBeforeSeconds,
-    minTtlSeconds: config.tokens.minTtlSeconds,
-    rejectedChannelTtlSeconds: config.tokens.rejectedChannelTtlSeconds,
-    channelBudgetPerHour: config.budget.channelPerHour,
-    lockTtlMs: config.polyv.timeoutMs * 2 + 2000,
-    ...(localCache === undefined ? {} : { localCache }),
+  const timing = { refreshBeforeMs: config.tokens.refreshBeforeSeconds * 1000, minTtlMs: config.tokens.minTtlSeconds * 1000 };
+  const budgets = new AccountBudgets({
+    channel: config.budget.channelPerHour,
+    watch_api: config.kinds.watchTokenPerHour,
+    common: config.kinds.commonTokenPerHour,
+    watch_url: config.kinds.watchUrlPerHour,
   });
+  // The refresh core every token kind goes through: one single-flight, one gateway to PolyV.
+  const flights = new SingleFlight({ clock, logger: logger.child({ module: 'single-flight' }), lockTtlMs: config.polyv.timeoutMs * 2 + 2000 });
   const gateway = new PolyvGateway({
     budget,
+    budgets,
     store,
+    clock,
     metrics,
     logger: logger.child({ module: 'polyv-gateway' }),
     rejectedChannelTtlSeconds: config.tokens.rejectedChannelTtlSeconds,
   });
-  const flights = new SingleFlight({ redis, lock: new RedisLock(redis), lockTtlMs: config.polyv.timeoutMs * 2 + 2000 });
-  const sealed = new SealedJson(cipher);
-  const kindDeps = { redis, sealed, keys, polyv, gateway, clock, metrics, minTtlSeconds: config.tokens.minTtlSeconds };
-  const disposable = new DisposableTokenService({
-    polyv,
+  const warmChannels = new WarmChannels({ store, budget, budgets, scheduler: queue, clock, timing });
+  const refresher = new ChannelRefresher({
+    store,
+    flights,
     gateway,
+    polyv,
+    warmChannels,
     clock,
+    logger: logger.child({ module: 'channel-tokens' }),
     metrics,
+    timing,
     expireSeconds: config.tokens.expireSeconds,
-    perHour: (account) => account.budgets?.channelTokenPerHour ?? config.budget.channelPerHour,
   });
-  const viewerTokens = new ViewerTokenService({ ...kindDeps, flights, perHour: config.kinds.watchTokenPerHour });
+  const reader = new ChannelTokenReader({
+    store,
+    refresher,
+    clock,
+    logger: logger.child({ module: 'channel-tokens' }),
+    metrics,
+    timing,
+    localCache,
+  });
+  const service = new ChannelTokenService({ reader, refresher, warmChannels, timing });
+  const kindStore = new KindTokenStore({ redis, keys, sealed: new SealedJson(cipher) });
+  const kindDeps = { store: kindStore, polyv, gateway, flights, clock, metrics };
+  const disposable = new DisposableTokenService({ polyv, gateway, clock, metrics, expireSeconds: config.tokens.expireSeconds });
+  const viewerTokens = new ViewerTokenService({ ...kindDeps, minTtlSeconds: config.tokens.minTtlSeconds });
   const commonTokens = new CommonTokenService({
     ...kindDeps,
-    flights,
-    perHour: config.kinds.commonTokenPerHour,
+    minTtlSeconds: config.tokens.minTtlSeconds,
     ttlSeconds: config.kinds.commonTokenTtlSeconds,
   });
   const watchUrls = new WatchUrlService({
     ...kindDeps,
     logger: logger.child({ module: 'watch-urls' }),
     refills: queue,
-    perHour: config.kinds.watchUrlPerHour,
     poolSize: config.kinds.watchUrlPool,
     poolMaxAgeSeconds: config.kinds.watchUrlPoolMaxAgeSeconds,
   });
@@ -186,10 +200,10 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
       accounts,
       store,
       budget,
-      queue,
+      jobCounts: () => queue.queue.getJobCounts('waiting', 'delayed', 'active', 'failed', 'prioritized'),
       clock,
-      timing: service.timing,
-      channelBudgetPerHour: config.budget.channelPerHour,
+      timing,
+      budgets,
       globalLimitPer10s: config.budget.globalPer10s,
       maxLabeledChannels: config.metrics.maxLabeledChannels,
     }),
@@ -259,6 +273,7 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
     accounts,
     store,
     budget,
+    budgets,
     queue,
     metrics,
     worker,

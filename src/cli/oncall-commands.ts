@@ -170,7 +170,7 @@ export async function budgetCommand(app: BrokerApp, args: readonly string[], pri
     app.budget.oldestCall(account.appId, channelId),
     app.budget.globalUsed(),
   ]);
-  const perHour = account.budgets?.channelTokenPerHour ?? app.config.budget.channelPerHour;
+  const perHour = app.budgets.perHour(account, 'channel');
   const out = {
     channelId,
     callsLastHour: used,

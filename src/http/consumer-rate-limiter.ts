@@ -72,7 +72,7 @@ export class ConsumerRateLimiter {
     return new BrokerError(
       'rate_limited',
       `consumer ${name} sent more than ${limit.perSecond} requests per second (burst ${burst}); try again after Retry-After seconds`,
-      { retryable: true, retryAfterMs },
+      { retryAfterMs },
     );
   }
 }

@@ -1,7 +1,6 @@
 import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
 import { BrokerError } from '../errors/broker-error.js';
 import type { Logger } from '../lib/logger.js';
-import { isRedisUnavailableError } from '../store/redis-connection.js';
 
 /** The one error body shape: `{"error": {"code", "message"}}`. */
 export function sendError(res: Response, err: BrokerError): void {
@@ -34,9 +33,6 @@ function toBrokerError(err: unknown): BrokerError | undefined {
   }
   // The router could not percent-decode a path segment (`/v1/channels/%zz/token`): the client's fault, not a 500.
   if (err instanceof URIError) return new BrokerError('invalid_request', 'the request path is not valid percent-encoding');
-  if (isRedisUnavailableError(err)) {
-    return new BrokerError('not_ready', 'Redis is unreachable; try again shortly', { retryable: true, retryAfterMs: 1000 });
-  }
   return undefined;
 }
 

@@ -123,9 +123,7 @@ export class PolyvClient {
       const data = await this.send(endpoint, `${baseUrl}${POLYV_PATHS[endpoint]}`, body, timeoutMs);
       const parsed = schema.safeParse(data);
       if (!parsed.success) {
-        throw new UpstreamError('upstream_bad_response', `PolyV ${endpoint} returned data of an unexpected shape`, {
-          retryable: true,
-        });
+        throw new UpstreamError('upstream_bad_response', `PolyV ${endpoint} returned data of an unexpected shape`);
       }
       outcome = 'success';
       return parsed.data;
@@ -165,7 +163,7 @@ export class PolyvClient {
         timedOut
           ? `PolyV ${endpoint} did not answer within ${timeoutMs} ms`
           : `PolyV ${endpoint} could not be reached (${name})`,
-        { retryable: true, cause: err },
+        { cause: err },
       );
     }
 
@@ -176,7 +174,7 @@ export class PolyvClient {
       throw new UpstreamError(
         statusCode >= 500 ? 'upstream_unavailable' : 'upstream_bad_response',
         `PolyV ${endpoint} answered HTTP ${statusCode} without a JSON body`,
-        { retryable: true, upstreamCode: statusCode },
+        { upstreamCode: statusCode },
       );
     }
     const envelope = envelopeSchema.safeParse(json);
@@ -184,7 +182,7 @@ export class PolyvClient {
       throw new UpstreamError(
         statusCode >= 500 ? 'upstream_unavailable' : 'upstream_bad_response',
         `PolyV ${endpoint} answered HTTP ${statusCode} without its response envelope`,
-        { retryable: true, upstreamCode: statusCode },
+        { upstreamCode: statusCode },
       );
     }
     const { code, status, message, data } = envelope.data;

@@ -2,7 +2,8 @@ import { Queue, type ConnectionOptions } from 'bullmq';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
 import { closeOrDrop } from '../lib/settle-within.js';
-import type { RefreshScheduler } from '../service/channel-token-service.js';
+import type { RefreshScheduler } from '../service/warm-channels.js';
+import { guardRedis } from '../store/redis-unavailable.js';
 import type { PoolRefillScheduler } from '../service/watch-url-service.js';
 
 export const REFRESH_QUEUE = 'refresh';
@@ -52,7 +53,12 @@ export class RefreshQueue implements RefreshScheduler, PoolRefillScheduler {
     return Math.max(0, dueAt - this.clock.now());
   }
 
-  async schedule(appId: string, channelId: string, dueAt: number, options: { firstToken?: boolean } = {}): Promise<void> {
+  /** Moves (or creates) the channel's job; a failure to reach Redis is the store's RedisUnavailableError. */
+  schedule(appId: string, channelId: string, dueAt: number, options: { firstToken?: boolean } = {}): Promise<void> {
+    return guardRedis(this.moveJob(appId, channelId, dueAt, options));
+  }
+
+  private async moveJob(appId: string, channelId: string, dueAt: number, options: { firstToken?: boolean }): Promise<void> {
     const jobId = refreshJobId(appId, channelId);
     const delay = this.delayUntil(dueAt);
     if (options.firstToken === true) {
@@ -81,7 +87,7 @@ export class RefreshQueue implements RefreshScheduler, PoolRefillScheduler {
   }
 
   async cancel(appId: string, channelId: string): Promise<void> {
-    const job = await this.queue.getJob(refreshJobId(appId, channelId));
+    const job = await guardRedis(this.queue.getJob(refreshJobId(appId, channelId)));
     // An active job cannot be removed; it completes by itself once it sees the channel is no longer warm.
     if (job !== undefined) await job.remove().catch(() => undefined);
   }

@@ -12,8 +12,9 @@ export interface DisposableToken {
 }
 
 /**
- * One-time channel tokens (`disposable=true`): never cached, always a fresh PolyV call, drawn from the same
- * per-channel get-channel-token budget as the cached token (PolyV counts both against its 500 per hour).
+ * One-time channel tokens (`disposable=true`): never cached, always a fresh PolyV call through the gateway,
+ * drawn from the same per-channel get-channel-token budget as the cached token (PolyV counts both against
+ * its 500 per hour).
  */
 export class DisposableTokenService {
   constructor(
@@ -23,14 +24,16 @@ export class DisposableTokenService {
       clock: Clock;
       metrics: BrokerMetrics;
       expireSeconds: number;
-      perHour: (account: PolyvAccount) => number;
     },
   ) {}
 
   async issue(account: PolyvAccount, channelId: string): Promise<DisposableToken> {
-    const data = await this.o.gateway.call(account, channelId, 'channel-token', this.o.perHour(account), () =>
-      this.o.polyv.getChannelToken(account, { channelId, expireSeconds: this.o.expireSeconds, disposable: true }),
-    );
+    const data = await this.o.gateway.call({
+      account,
+      channelId,
+      kind: 'channel',
+      send: () => this.o.polyv.getChannelToken(account, { channelId, expireSeconds: this.o.expireSeconds, disposable: true }),
+    });
     recordServed(this.o.metrics, 'channel', 'miss', data.expireTime - this.o.clock.now(), 0);
     return { channelId, channelToken: data.channelToken, expireTime: data.expireTime };
   }

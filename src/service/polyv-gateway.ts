@@ -1,25 +1,43 @@
 import type { PolyvAccount } from '../config/config.js';
-import { BrokerError, BudgetExhaustedError, UpstreamError } from '../errors/broker-error.js';
+import { TOKEN_KIND_INFO, type TokenKind } from '../domain/token-kinds.js';
+import { BrokerError, BudgetExhaustedError, UpstreamError, failureRecord } from '../errors/broker-error.js';
+import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
 import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import type { BudgetSlot, CallBudget } from '../store/call-budget.js';
 import type { TokenStore } from '../store/token-store.js';
-
-/** The budget a PolyV endpoint draws from (one rolling-hour budget per channel and endpoint). */
-export type BudgetEndpoint = 'channel-token' | 'watch-api-token' | 'common-token' | 'watch-url';
+import type { AccountBudgets } from './account-budgets.js';
 
 export interface GatewayOptions {
   budget: CallBudget;
+  budgets: AccountBudgets;
   store: TokenStore;
+  clock: Clock;
   metrics: BrokerMetrics;
   logger: Logger;
   rejectedChannelTtlSeconds: number;
 }
 
+/** One PolyV call as a token kind asks for it. */
+export interface PolyvCall<T> {
+  account: PolyvAccount;
+  channelId: string;
+  kind: TokenKind;
+  /** Sends the request; called once per budget slot (twice when PolyV said `invalid timestamp.`). */
+  send(slot: BudgetSlot): Promise<T>;
+  /** Refuse when the channel is marked rejected (default true; the scheduled refresh tries anyway). */
+  obeyRejected?: boolean | undefined;
+  /** On-call's forced refresh: one try even while the account's credentials are recorded as refused. */
+  force?: boolean | undefined;
+}
+
 /**
- * The path every PolyV call of the newer token kinds takes: a channel PolyV called illegal is answered from
- * memory; a budget slot is taken first (fleet-wide, then the channel's for that endpoint); a single
- * `invalid timestamp.` is re-signed once with a fresh timestamp (a new slot).
+ * The only code path to PolyV and the only place a budget slot is taken, for every token kind. In one round
+ * trip it takes the fleet-wide slot (refused while the account's credentials are recorded as refused, except
+ * for the one probe every few minutes) and the channel's slot for the kind's endpoint (refused while the
+ * channel is marked rejected). Then it calls, re-signs once on `invalid timestamp.`, and records what PolyV
+ * said about the channel (illegal: marked rejected) or the account (bad credentials: recorded for every
+ * replica, so no read path of any kind calls PolyV again until the next probe).
  */
 export class PolyvGateway {
   private readonly o: GatewayOptions;
@@ -28,37 +46,46 @@ export class PolyvGateway {
     this.o = options;
   }
 
-  async call<T>(
-    account: PolyvAccount,
-    channelId: string,
-    endpoint: BudgetEndpoint,
-    perHour: number,
-    send: (slot: BudgetSlot) => Promise<T>,
-  ): Promise<T> {
-    const rejected = await this.o.store.readRejected(account.appId, channelId);
-    if (rejected !== null) {
-      throw new BrokerError('channel_not_in_account', `channel ${channelId} does not belong to this PolyV account (${rejected})`);
-    }
+  async call<T>(call: PolyvCall<T>): Promise<T> {
+    const { account, channelId, kind } = call;
+    const endpoint = TOKEN_KIND_INFO[kind].budget;
     for (let attempt = 1; ; attempt++) {
-      let slot: BudgetSlot;
+      const slot = await this.takeSlot(call);
       try {
-        slot = await this.o.budget.take(account.appId, channelId, perHour, endpoint);
-      } catch (err) {
-        if (err instanceof BudgetExhaustedError) this.o.metrics.budgetRefusals.inc({ scope: err.scope });
-        throw err;
-      }
-      try {
-        return await send(slot);
+        const result = await call.send(slot);
+        if (slot.probe || call.force === true) await this.o.budget.clearAccountFailure(account.appId);
+        return result;
       } catch (err) {
         if (err instanceof UpstreamError && err.code === 'upstream_clock_skew' && attempt === 1) {
           this.o.logger.warn({ channelId, endpoint }, 'PolyV said invalid timestamp; re-signing once');
           continue;
         }
-        if (err instanceof BrokerError && err.code === 'channel_not_in_account') {
-          await this.o.store.markRejected(account.appId, channelId, err.message, this.o.rejectedChannelTtlSeconds * 1000);
-        }
+        await this.remember(account, channelId, err);
         throw err;
       }
+    }
+  }
+
+  private async takeSlot(call: PolyvCall<unknown>): Promise<BudgetSlot> {
+    const { account, channelId, kind } = call;
+    try {
+      return await this.o.budget.take(account.appId, channelId, this.o.budgets.perHour(account, kind), TOKEN_KIND_INFO[kind].budget, {
+        obeyRejected: call.obeyRejected !== false,
+        force: call.force === true,
+      });
+    } catch (err) {
+      if (err instanceof BudgetExhaustedError) this.o.metrics.budgetRefusals.inc({ scope: err.scope });
+      throw err;
+    }
+  }
+
+  private async remember(account: PolyvAccount, channelId: string, err: unknown): Promise<void> {
+    if (!(err instanceof BrokerError)) return;
+    if (err.code === 'channel_not_in_account') {
+      await this.o.store.markRejected(account.appId, channelId, err.message, this.o.rejectedChannelTtlSeconds * 1000);
+    } else if (err.code === 'upstream_auth_failed') {
+      await this.o.budget.recordAccountFailure(account.appId, failureRecord(err, this.o.clock.now()));
+      this.o.logger.error({ appId: account.appId }, 'PolyV refused the account credentials; no call for this account until the next probe in 5 minutes');
     }
   }
 }

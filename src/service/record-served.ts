@@ -1,4 +1,5 @@
-import type { BrokerMetrics, TokenKind } from '../metrics/broker-metrics.js';
+import type { TokenKind } from '../domain/token-kinds.js';
+import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 
 /** Counts a served token, its remaining life, and (never expected) a serve under the minimum TTL. */
 export function recordServed(

@@ -1,39 +1,43 @@
-import { BrokerError, ERROR_STATUS, type ErrorCode } from '../errors/broker-error.js';
-import type { RedisClient } from '../store/redis-scripts.js';
-import type { RedisLock } from '../store/redis-lock.js';
+import { BrokerError, errorFromRecord, failureRecord } from '../errors/broker-error.js';
+import type { Clock } from '../lib/clock.js';
+import type { Logger } from '../lib/logger.js';
+import type { FlightStore } from '../store/flight-store.js';
 
-export interface SharedFetch<T> {
-  /** The current value, or null. */
-  read(): Promise<T | null>;
+/** One refresh of one cached value, as a token kind describes it to the core. */
+export interface Flight<T> {
+  store: FlightStore<T>;
+  /**
+   * Tells apart callers of one value that want different things (a read, a report of one token, a forced
+   * refresh): only callers with the same purpose share an in-process promise.
+   */
+  purpose: string;
   /** Whether `current` must be replaced. */
   needed(current: T | null): boolean;
-  /** Fetches and stores a new value; runs under the lock, at most once at a time across replicas. */
+  /** Calls PolyV and stores the new value; runs under the lock, at most once at a time across replicas. */
   fetch(current: T | null): Promise<T>;
+  /** What the caller read an instant ago; it stands in for the first read (a cold miss saves a round trip). */
+  justRead?: T | null | undefined;
+  /** Answer channel_not_in_account from the channel's rejected mark (default true). */
+  obeyRejected?: boolean | undefined;
 }
 
 export interface SingleFlightOptions {
-  redis: RedisClient;
-  lock: RedisLock;
-  /** How long a fetch may hold the lock. */
+  clock: Clock;
+  logger: Logger;
+  /** How long a fetch may hold the lock (longer than one PolyV call plus one re-signed retry). */
   lockTtlMs: number;
-  /** How often a waiting replica looks again. */
-  pollMs?: number;
+  /** How often a replica waiting for another's fetch looks again. */
+  pollMs?: number | undefined;
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-const FAILURE_TTL_MS = 5000;
-
-interface RecordedFailure {
-  code: string;
-  message: string;
-  retryAfterMs?: number;
-  at: number;
-}
 
 /**
- * Runs a fetch at most once at a time across all replicas and shares its outcome: in-process callers share
- * one promise; replicas share a Redis lock, and those that lose it wait for the winner's value, or its
- * recorded error, instead of calling PolyV too.
+ * The one single-flight of every token kind: a fetch runs at most once at a time per value across all
+ * replicas, and its outcome is shared. In-process callers with the same purpose share one promise; replicas
+ * share a Redis lock (taken in the same round trip that reads the value and the channel's rejected mark),
+ * and those that lose it wait for the winner's value, or its recorded failure, instead of calling PolyV
+ * too. A recorded failure is rebuilt with the same code, so it is exactly as retryable as where it happened.
  */
 export class SingleFlight {
   private readonly o: SingleFlightOptions;
@@ -43,74 +47,74 @@ export class SingleFlight {
     this.o = options;
   }
 
-  /** `lockKey` names the resource; `failureKey` holds the winner's error for the waiters. */
-  run<T>(lockKey: string, failureKey: string, op: SharedFetch<T>): Promise<T> {
-    const existing = this.inFlight.get(lockKey) as Promise<T> | undefined;
+  run<T>(flight: Flight<T>): Promise<T> {
+    const key = `${flight.store.lockKey}\n${flight.purpose}`;
+    const existing = this.inFlight.get(key) as Promise<T> | undefined;
     if (existing !== undefined) return existing;
-    const flight = this.acrossReplicas(lockKey, failureKey, op).finally(() => this.inFlight.delete(lockKey));
-    this.inFlight.set(lockKey, flight);
-    return flight;
+    const promise = this.acrossReplicas(flight).finally(() => this.inFlight.delete(key));
+    this.inFlight.set(key, promise);
+    return promise;
   }
 
-  private async acrossReplicas<T>(lockKey: string, failureKey: string, op: SharedFetch<T>): Promise<T> {
-    const started = Date.now();
-    const deadline = started + this.o.lockTtlMs + 1000;
-    for (;;) {
-      const current = await op.read();
-      if (current !== null && !op.needed(current)) return current;
+  private async acrossReplicas<T>(flight: Flight<T>): Promise<T> {
+    const { store } = flight;
+    const needed = (value: T | null) => flight.needed(value);
+    const startedAt = this.o.clock.now();
+    const deadline = Date.now() + this.o.lockTtlMs + 1000;
+    let known = flight.justRead;
 
-      const owner = await this.o.lock.tryAcquire(lockKey, this.o.lockTtlMs);
+    for (;;) {
+      const current = known !== undefined ? known : await store.read();
+      known = undefined;
+      if (current !== null && !needed(current)) return current;
+
+      const { rejected, owner, current: again } = await store.lockAndRead(this.o.lockTtlMs);
+      if (rejected !== null && flight.obeyRejected !== false) {
+        if (owner !== null) this.release(store, owner);
+        throw new BrokerError('channel_not_in_account', `channel ${store.channelId} does not belong to this PolyV account (${rejected})`);
+      }
       if (owner !== null) {
         try {
-          const again = await op.read();
-          if (again !== null && !op.needed(again)) return again;
-          try {
-            return await op.fetch(again);
-          } catch (err) {
-            await this.recordFailure(failureKey, err);
-            throw err;
-          }
+          if (again !== null && !needed(again)) return again;
+          return await this.fetch(flight, again);
         } finally {
-          await this.o.lock.release(lockKey, owner);
+          this.release(store, owner);
         }
       }
 
-      while ((await this.o.lock.isHeld(lockKey)) && Date.now() < deadline) await sleep(this.o.pollMs ?? 20);
-      const after = await op.read();
-      if (after !== null && !op.needed(after)) return after;
-      const failure = await this.readFailure(failureKey);
-      if (failure !== null && failure.at >= started) throw toError(failure);
+      // Another replica is fetching: wait for its result instead of calling PolyV too.
+      while ((await store.isLocked()) && Date.now() < deadline) await sleep(this.o.pollMs ?? 20);
+      const after = await store.read();
+      if (after !== null && !needed(after)) return after;
+      const failure = await store.readFailure();
+      if (failure !== null && failure.at >= startedAt) throw errorFromRecord(failure);
       if (Date.now() >= deadline) {
-        throw new BrokerError('upstream_unavailable', 'timed out waiting for a fetch in progress', {
-          retryable: true,
+        throw new BrokerError('upstream_unavailable', `timed out waiting for a refresh in progress (channel ${store.channelId})`, {
           retryAfterMs: 1000,
         });
       }
     }
   }
 
-  private async recordFailure(failureKey: string, err: unknown): Promise<void> {
-    const failure: RecordedFailure = {
-      code: err instanceof BrokerError ? err.code : 'internal_error',
-      message: err instanceof BrokerError ? err.message : 'internal error',
-      at: Date.now(),
-      ...(err instanceof BrokerError && err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}),
-    };
-    await this.o.redis.set(failureKey, JSON.stringify(failure), 'PX', FAILURE_TTL_MS).catch(() => undefined);
-  }
-
-  private async readFailure(failureKey: string): Promise<RecordedFailure | null> {
-    const raw = await this.o.redis.get(failureKey);
-    if (raw === null) return null;
+  /** Runs the fetch; a failure is recorded for the replicas waiting on the lock before it is thrown. */
+  private async fetch<T>(flight: Flight<T>, current: T | null): Promise<T> {
     try {
-      return JSON.parse(raw) as RecordedFailure;
-    } catch {
-      return null;
+      return await flight.fetch(current);
+    } catch (err) {
+      await flight.store.recordFailure(failureRecord(err, this.o.clock.now())).catch((recordErr: unknown) => {
+        this.o.logger.warn({ channelId: flight.store.channelId, err: (recordErr as Error).message }, 'could not record a refresh failure');
+      });
+      throw err;
     }
   }
-}
 
-function toError(f: RecordedFailure): BrokerError {
-  const code: ErrorCode = Object.hasOwn(ERROR_STATUS, f.code) ? (f.code as ErrorCode) : 'upstream_unavailable';
-  return new BrokerError(code, f.message, { retryable: code !== 'channel_not_in_account', retryAfterMs: f.retryAfterMs ?? 1000 });
+  /**
+   * Released without waiting: the answer need not wait for it, and the next command for this value on this
+   * connection is sent after it. Other replicas see the new value as soon as it is written.
+   */
+  private release<T>(store: FlightStore<T>, owner: string): void {
+    store.releaseLock(owner).catch((err: unknown) => {
+      this.o.logger.warn({ channelId: store.channelId, err: (err as Error).message }, 'releasing the refresh lock failed; it expires by itself');
+    });
+  }
 }

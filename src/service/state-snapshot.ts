@@ -1,8 +1,8 @@
 import type { Clock } from '../lib/clock.js';
 import type { StateSnapshot } from '../metrics/state-gauges.js';
-import type { RefreshQueue } from '../scheduler/refresh-queue.js';
 import type { CallBudget } from '../store/call-budget.js';
 import type { TokenStore } from '../store/token-store.js';
+import type { AccountBudgets } from './account-budgets.js';
 import type { AccountRegistry } from './account-registry.js';
 import type { TimingPolicy } from './refresh-timing.js';
 
@@ -13,10 +13,11 @@ export interface SnapshotDeps {
   accounts: AccountRegistry;
   store: TokenStore;
   budget: CallBudget;
-  queue: RefreshQueue;
+  /** The refresh queue's job counts by state (BullMQ's getJobCounts). */
+  jobCounts(): Promise<Record<string, number>>;
   clock: Clock;
   timing: TimingPolicy;
-  channelBudgetPerHour: number;
+  budgets: AccountBudgets;
   globalLimitPer10s: number;
   /** Per-channel series for at most this many warm channels; 0 turns them off. */
   maxLabeledChannels: number;
@@ -26,7 +27,7 @@ export interface SnapshotDeps {
 export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot> {
   const now = d.clock.now();
   const channelBudgetsPerHour = Object.fromEntries(
-    d.accounts.all.map((account) => [account.name, account.budgets?.channelTokenPerHour ?? d.channelBudgetPerHour]),
+    d.accounts.all.map((account) => [account.name, d.budgets.perHour(account, 'channel')]),
   );
   let warmChannels = 0;
   let staleChannels = 0;
@@ -43,7 +44,7 @@ export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot>
           const expireTime = expiries[i] ?? null;
           const calls = used[i] ?? 0;
           warmChannels += 1;
-          maxRatio = Math.max(maxRatio, calls / (channelBudgetsPerHour[account.name] ?? d.channelBudgetPerHour));
+          maxRatio = Math.max(maxRatio, calls / d.budgets.perHour(account, 'channel'));
           if (expireTime === null || now > expireTime - d.timing.refreshBeforeMs + STALE_GRACE_MS) staleChannels += 1;
           if (channels.length < d.maxLabeledChannels) {
             channels.push({
@@ -57,7 +58,7 @@ export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot>
       }
     }
     const [jobs, globalCalls] = await Promise.all([
-      d.queue.queue.getJobCounts('waiting', 'delayed', 'active', 'failed', 'prioritized'),
+      d.jobCounts(),
       d.budget.globalUsed(),
     ]);
     return {

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { PolyvAccount } from '../config/config.js';
+import type { CachedViewerToken } from '../store/kind-token-store.js';
 import { recordServed } from './record-served.js';
 import type { TokenKindDeps } from './token-kind-deps.js';
-import type { SingleFlight } from './single-flight.js';
 
 /** get-watch-api-token says its token is valid for 5 hours. */
 export const WATCH_API_TOKEN_LIFETIME_MS = 5 * 3600 * 1000;
@@ -21,13 +21,7 @@ export interface ServedViewerToken {
   readonly outcome: 'hit' | 'miss';
 }
 
-interface CachedViewerToken {
-  token: string;
-  expireTime: number;
-}
-
 export interface ViewerTokenServiceOptions extends TokenKindDeps {
-  flights: SingleFlight;
   minTtlSeconds: number;
 }
 
@@ -39,8 +33,8 @@ export function profileDigest(p: ViewerProfile): string {
 
 /**
  * Viewer watch-API tokens: cached per channel and viewer profile until shortly before their 5 hours are up
- * (counted from the moment the broker asked, so never later than PolyV's own expiry), fetched on demand,
- * single-flight across replicas. Viewers are too many to refresh ahead; Redis entries expire by themselves.
+ * (counted from the moment the broker asked, so never later than PolyV's own expiry), fetched on demand
+ * through the refresh core. Viewers are too many to refresh ahead; Redis entries expire by themselves.
  */
 export class ViewerTokenService {
   private readonly o: ViewerTokenServiceOptions;
@@ -50,39 +44,37 @@ export class ViewerTokenService {
   }
 
   async getToken(account: PolyvAccount, channelId: string, profile: ViewerProfile): Promise<ServedViewerToken> {
-    const { redis, keys, clock } = this.o;
-    const key = keys.watchToken(account.appId, channelId, profileDigest(profile));
+    const { clock } = this.o;
+    const store = this.o.store.viewerToken(account.appId, channelId, profileDigest(profile));
     const minTtlMs = this.o.minTtlSeconds * 1000;
-    const usable = (t: CachedViewerToken | null) => t !== null && t.expireTime - clock.now() >= minTtlMs;
-    const read = async (): Promise<CachedViewerToken | null> => parse(this.o.sealed.open(await redis.get(key), key));
+    const needed = (t: CachedViewerToken | null) => t === null || t.expireTime - clock.now() < minTtlMs;
 
-    const cached = await read();
+    const cached = await store.read();
     let outcome: ServedViewerToken['outcome'] = 'hit';
     let token = cached;
-    if (!usable(cached)) {
+    if (token === null || needed(token)) {
       outcome = 'miss';
-      token = await this.o.flights.run(keys.lockFor(key), keys.failureFor(key), {
-        read,
-        needed: (cur) => !usable(cur),
+      token = await this.o.flights.run({
+        store,
+        purpose: 'read',
+        needed,
+        justRead: cached,
         fetch: () =>
-          this.o.gateway.call(account, channelId, 'watch-api-token', account.budgets?.watchTokenPerHour ?? this.o.perHour, async () => {
-            const askedAt = clock.now();
-            const data = await this.o.polyv.getWatchApiToken(account, { channelId, ...profile });
-            const fresh: CachedViewerToken = { token: data.token, expireTime: askedAt + WATCH_API_TOKEN_LIFETIME_MS };
-            const ttlMs = fresh.expireTime - clock.now();
-            if (ttlMs > 0) await redis.set(key, this.o.sealed.seal(fresh, key), 'PX', ttlMs);
-            return fresh;
+          this.o.gateway.call({
+            account,
+            channelId,
+            kind: 'watch_api',
+            send: async () => {
+              const askedAt = clock.now();
+              const data = await this.o.polyv.getWatchApiToken(account, { channelId, ...profile });
+              const fresh = { token: data.token, expireTime: askedAt + WATCH_API_TOKEN_LIFETIME_MS };
+              await store.write(fresh, fresh.expireTime - clock.now());
+              return fresh;
+            },
           }),
       });
     }
-    const served = token!;
-    recordServed(this.o.metrics, 'watch_api', outcome, served.expireTime - clock.now(), minTtlMs);
-    return { token: served.token, expireTime: served.expireTime, outcome };
+    recordServed(this.o.metrics, 'watch_api', outcome, token.expireTime - clock.now(), minTtlMs);
+    return { token: token.token, expireTime: token.expireTime, outcome };
   }
-}
-
-function parse(value: unknown): CachedViewerToken | null {
-  if (typeof value !== 'object' || value === null) return null;
-  const v = value as Partial<CachedViewerToken>;
-  return typeof v.token === 'string' && typeof v.expireTime === 'number' ? { token: v.token, expireTime: v.expireTime } : null;
 }

@@ -1,7 +1,7 @@
 import type { PolyvAccount } from '../config/config.js';
-import type { Logger } from '../lib/logger.js';
 import { BudgetExhaustedError } from '../errors/broker-error.js';
-import { defineScripts, type RedisClient } from '../store/redis-scripts.js';
+import type { Logger } from '../lib/logger.js';
+import type { PooledUrl } from '../store/kind-token-store.js';
 import { recordServed } from './record-served.js';
 import type { TokenKindDeps } from './token-kind-deps.js';
 
@@ -12,10 +12,6 @@ export interface WatchUrl {
   readonly url: string;
   /** One hour after the broker asked PolyV for it (never later than PolyV's own expiry). */
   readonly expireTime: number;
-}
-
-interface PooledUrl extends WatchUrl {
-  mintedAt: number;
 }
 
 /** Asks for a pool top-up in the background (a deduplicated BullMQ job). */
@@ -34,16 +30,14 @@ export interface WatchUrlServiceOptions extends TokenKindDeps {
 
 /**
  * Single-use watch-page URLs. Each URL goes to exactly one caller across all replicas: minted on demand for
- * that caller, or popped atomically (LPOP in Lua) from a per-channel pool that the worker refills within
- * budget. Pooled URLs are dropped long before their hour is up.
+ * that caller (through the gateway, never shared, so no single-flight), or popped atomically from a
+ * per-channel pool that the worker refills within budget. Pooled URLs are dropped long before their hour is up.
  */
 export class WatchUrlService {
   private readonly o: WatchUrlServiceOptions;
-  private readonly redis: RedisClient;
 
   constructor(options: WatchUrlServiceOptions) {
     this.o = options;
-    this.redis = defineScripts(options.redis);
   }
 
   private freshSince(): number {
@@ -53,10 +47,8 @@ export class WatchUrlService {
   async take(account: PolyvAccount, channelId: string): Promise<WatchUrl & { outcome: 'hit' | 'miss' }> {
     const { clock, metrics } = this.o;
     if (this.o.poolSize > 0) {
-      const key = this.o.keys.watchUrlPool(account.appId, channelId);
-      const raw = await this.redis.ptbPopFresh(key, this.freshSince());
+      const pooled = await this.o.store.popFreshUrl(account.appId, channelId, this.freshSince());
       this.refillSoon(account.appId, channelId);
-      const pooled = raw === null ? null : this.openEntry(raw, key);
       if (pooled !== null) {
         recordServed(metrics, 'watch_url', 'hit', pooled.expireTime - clock.now(), 0);
         return { url: pooled.url, expireTime: pooled.expireTime, outcome: 'hit' };
@@ -73,8 +65,8 @@ export class WatchUrlService {
    */
   async refill(account: PolyvAccount, channelId: string): Promise<number> {
     if (this.o.poolSize === 0) return 0;
-    const key = this.o.keys.watchUrlPool(account.appId, channelId);
-    let size = await this.redis.ptbTrimStale(key, this.freshSince());
+    const { store } = this.o;
+    let size = await store.trimStaleUrls(account.appId, channelId, this.freshSince());
     let minted = 0;
     while (size < this.o.poolSize) {
       let url: PooledUrl;
@@ -84,28 +76,27 @@ export class WatchUrlService {
         if (err instanceof BudgetExhaustedError) break;
         throw err;
       }
-      size = await this.redis.rpush(key, `${url.mintedAt}:${this.o.sealed.seal(url, key)}`);
+      size = await store.pushUrl(account.appId, channelId, url);
       minted += 1;
     }
-    await this.redis.pexpire(key, this.o.poolMaxAgeSeconds * 1000);
+    await store.expireUrlPool(account.appId, channelId, this.o.poolMaxAgeSeconds * 1000);
     return minted;
   }
 
   async poolSize(account: PolyvAccount, channelId: string): Promise<number> {
-    return this.redis.llen(this.o.keys.watchUrlPool(account.appId, channelId));
+    return this.o.store.urlPoolSize(account.appId, channelId);
   }
 
-  /** Pool entries are `<mintedAt>:<sealed JSON>`: the prefix lets the Lua scripts judge age without the secret. */
-  private openEntry(raw: string, key: string): PooledUrl | null {
-    const at = raw.indexOf(':');
-    return at < 0 ? null : parse(this.o.sealed.open(raw.slice(at + 1), key));
-  }
-
-  private async mint(account: PolyvAccount, channelId: string): Promise<PooledUrl> {
-    return this.o.gateway.call(account, channelId, 'watch-url', account.budgets?.watchUrlPerHour ?? this.o.perHour, async () => {
-      const mintedAt = this.o.clock.now();
-      const url = await this.o.polyv.getTokenWatchUrl(account, channelId);
-      return { url, mintedAt, expireTime: mintedAt + WATCH_URL_LIFETIME_MS };
+  private mint(account: PolyvAccount, channelId: string): Promise<PooledUrl> {
+    return this.o.gateway.call({
+      account,
+      channelId,
+      kind: 'watch_url',
+      send: async () => {
+        const mintedAt = this.o.clock.now();
+        const url = await this.o.polyv.getTokenWatchUrl(account, channelId);
+        return { url, mintedAt, expireTime: mintedAt + WATCH_URL_LIFETIME_MS };
+      },
     });
   }
 
@@ -114,11 +105,4 @@ export class WatchUrlService {
       this.o.logger.warn({ channelId, err: (err as Error).message }, 'could not request a watch URL pool refill');
     });
   }
-}
-
-function parse(value: unknown): PooledUrl | null {
-  if (typeof value !== 'object' || value === null) return null;
-  const v = value as Partial<PooledUrl>;
-  if (typeof v.url !== 'string' || typeof v.expireTime !== 'number' || typeof v.mintedAt !== 'number') return null;
-  return { url: v.url, expireTime: v.expireTime, mintedAt: v.mintedAt };
 }

@@ -1,17 +1,26 @@
-import { BudgetExhaustedError } from '../errors/broker-error.js';
+import type { BudgetEndpoint } from '../domain/token-kinds.js';
+import { BrokerError, BudgetExhaustedError, type FailureRecord } from '../errors/broker-error.js';
 import type { Clock } from '../lib/clock.js';
 import { batchRead } from './batch-read.js';
 import type { RedisKeys } from './redis-keys.js';
 import { defineScripts, type RedisClient } from './redis-scripts.js';
+import { guardRedis } from './redis-unavailable.js';
 
 export const HOUR_MS = 3_600_000;
 export const GLOBAL_WINDOW_MS = 10_000;
+
+/** After PolyV refused an account's credentials, how long until one call may try again. */
+export const ACCOUNT_RETRY_MS = 5 * 60_000;
+/** How long a failure record of an account outlives its last failure. */
+const ACCOUNT_FAILURE_KEEP_MS = 24 * HOUR_MS;
 
 export interface BudgetSlot {
   /** Monotonic per channel; used as the version of what the call returns. */
   readonly slot: number;
   /** Calls in the window including this one. */
   readonly used: number;
+  /** The account's one try after a recorded failure of its credentials. */
+  readonly probe: boolean;
 }
 
 export interface BudgetOptions {
@@ -43,57 +52,123 @@ export class CallBudget {
    * Takes one slot from the fleet-wide limiter and one from the channel's hourly budget for `endpoint`, both
    * at once (one round trip). When either is refused, the slot the other gave is handed back at once, so a
    * refused call spends neither budget (for that instant a concurrent caller may find the slot taken: never
-   * looser than the limit, at worst stricter). Throws BudgetExhaustedError with the wait until a slot frees,
-   * naming the fleet limit first when both refuse.
+   * looser than the limit, at worst stricter).
+   *
+   * Refused, in this order: the account is recorded as failing (upstream_auth_failed, until its next probe;
+   * `force` skips the wait), the channel is marked rejected (channel_not_in_account; unless
+   * `obeyRejected: false`), the fleet limit, the channel's budget (BudgetExhaustedError with the wait until
+   * a slot frees). `probe` says the call is the account's one try after a recorded failure.
    */
-  async take(appId: string, channelId: string, perHour: number, endpoint = 'channel-token'): Promise<BudgetSlot> {
+  async take(
+    appId: string,
+    channelId: string,
+    perHour: number,
+    endpoint: BudgetEndpoint = 'channel-token',
+    options: { obeyRejected?: boolean; force?: boolean } = {},
+  ): Promise<BudgetSlot> {
     const now = this.clock.now();
     const globalKey = this.keys.globalLimiter();
     const channelKey = this.keys.budget(appId, channelId, endpoint);
-    const [[gOk, gUsed, gThird], [ok, used, third]] = await Promise.all([
-      this.redis.ptbTakeSlot(globalKey, this.keys.globalCounter(), now, GLOBAL_WINDOW_MS, this.globalPer10s),
-      this.redis.ptbTakeSlot(channelKey, this.keys.status(appId, channelId), now, HOUR_MS, perHour),
-    ]);
-    if (gOk === 1 && ok === 1) return { slot: third ?? 0, used: used ?? 0 };
-    // The third value is the slot's member when taken, the wait until one frees when refused.
-    await Promise.all([
-      gOk === 1 && gThird !== undefined ? this.redis.zrem(globalKey, String(gThird)) : undefined,
-      ok === 1 && third !== undefined ? this.redis.zrem(channelKey, String(third)) : undefined,
-    ]);
+    const [fleet, channel] = await guardRedis(
+      Promise.all([
+        this.redis.ptbTakeFleetSlot(
+          globalKey,
+          this.keys.globalCounter(),
+          this.keys.accountFailure(appId),
+          now,
+          GLOBAL_WINDOW_MS,
+          this.globalPer10s,
+          options.force === true ? 1 : 0,
+          ACCOUNT_RETRY_MS,
+        ),
+        this.redis.ptbTakeSlot(
+          channelKey,
+          this.keys.status(appId, channelId),
+          this.keys.rejected(appId, channelId),
+          now,
+          HOUR_MS,
+          perHour,
+          options.obeyRejected === false ? 0 : 1,
+        ),
+      ]),
+    );
+    const [gOk, gUsed, gThird, gProbe] = fleet;
+    const [ok, used, third] = channel;
+    if (gOk === 1 && ok === 1) return { slot: Number(third), used: Number(used), probe: gProbe === 1 };
+    // The third value is the slot's member when taken, the wait (or a message) when refused.
+    await guardRedis(
+      Promise.all([
+        gOk === 1 && gThird !== undefined ? this.redis.zrem(globalKey, String(gThird)) : undefined,
+        ok === 1 && third !== undefined ? this.redis.zrem(channelKey, String(third)) : undefined,
+      ]),
+    );
+    if (gOk === 2) {
+      throw new BrokerError('upstream_auth_failed', String(gThird), { retryAfterMs: Number(gUsed) });
+    }
+    if (ok === 3) {
+      throw new BrokerError('channel_not_in_account', `channel ${channelId} does not belong to this PolyV account (${String(third)})`);
+    }
     if (gOk !== 1) {
       throw new BudgetExhaustedError(
         'global',
         `the fleet-wide PolyV limit of ${this.globalPer10s} calls per 10 s is reached (${gUsed} used)`,
-        gThird ?? GLOBAL_WINDOW_MS,
+        Number(gThird ?? GLOBAL_WINDOW_MS),
       );
     }
     throw new BudgetExhaustedError(
       'channel',
       `channel ${channelId} has used its budget of ${perHour} ${endpoint} calls in the last hour`,
-      third ?? HOUR_MS,
+      Number(third ?? HOUR_MS),
     );
+  }
+
+  /**
+   * Records that PolyV refused the account's credentials: no call for the account goes out, on any replica,
+   * until ACCOUNT_RETRY_MS have passed; then one probe.
+   */
+  async recordAccountFailure(appId: string, failure: FailureRecord): Promise<void> {
+    const key = this.keys.accountFailure(appId);
+    await guardRedis(
+      this.redis
+        .multi()
+        .hset(key, { code: failure.code, message: failure.message, at: failure.at, retryAt: failure.at + ACCOUNT_RETRY_MS })
+        .pexpire(key, ACCOUNT_FAILURE_KEEP_MS)
+        .exec(),
+    );
+  }
+
+  /** Forgets the account's failure (a call went through). */
+  async clearAccountFailure(appId: string): Promise<void> {
+    await guardRedis(this.redis.del(this.keys.accountFailure(appId)));
+  }
+
+  /** The account's recorded failure and when the next try may go out, or null when none is recorded. */
+  async readAccountFailure(appId: string): Promise<(FailureRecord & { retryAt: number }) | null> {
+    const h = await guardRedis(this.redis.hgetall(this.keys.accountFailure(appId)));
+    if (h['code'] === undefined) return null;
+    return { code: h['code'], message: h['message'] ?? '', at: Number(h['at'] ?? 0), retryAt: Number(h['retryAt'] ?? 0) };
   }
 
   /** Calls made for the channel and endpoint in the rolling hour. */
-  async used(appId: string, channelId: string, endpoint = 'channel-token'): Promise<number> {
+  async used(appId: string, channelId: string, endpoint: BudgetEndpoint = 'channel-token'): Promise<number> {
     const now = this.clock.now();
-    return this.redis.zcount(this.keys.budget(appId, channelId, endpoint), now - HOUR_MS, '+inf');
+    return guardRedis(this.redis.zcount(this.keys.budget(appId, channelId, endpoint), now - HOUR_MS, '+inf'));
   }
 
   /** Calls in the rolling hour for many channels in one round trip. */
-  async usedMany(appId: string, channelIds: readonly string[], endpoint = 'channel-token'): Promise<number[]> {
+  async usedMany(appId: string, channelIds: readonly string[], endpoint: BudgetEndpoint = 'channel-token'): Promise<number[]> {
     const now = this.clock.now();
-    const replies = await batchRead(
+    const replies = await guardRedis(batchRead(
       this.redis,
       channelIds.map((ch) => ['zcount', this.keys.budget(appId, ch, endpoint), now - HOUR_MS, '+inf'] as const),
-    );
+    ));
     return replies.map((value) => (typeof value === 'number' ? value : 0));
   }
 
   /** Time of the oldest call still inside the rolling hour, or null. */
-  async oldestCall(appId: string, channelId: string, endpoint = 'channel-token'): Promise<number | null> {
+  async oldestCall(appId: string, channelId: string, endpoint: BudgetEndpoint = 'channel-token'): Promise<number | null> {
     const now = this.clock.now();
-    const [, score] = await this.redis.zrangebyscore(
+    const [, score] = await guardRedis(this.redis.zrangebyscore(
       this.keys.budget(appId, channelId, endpoint),
       now - HOUR_MS,
       '+inf',
@@ -101,13 +176,13 @@ export class CallBudget {
       'LIMIT',
       0,
       1,
-    );
+    ));
     return score === undefined ? null : Number(score);
   }
 
   /** Calls made by the whole fleet in the rolling 10 s. */
   async globalUsed(): Promise<number> {
     const now = this.clock.now();
-    return this.redis.zcount(this.keys.globalLimiter(), now - GLOBAL_WINDOW_MS, '+inf');
+    return guardRedis(this.redis.zcount(this.keys.globalLimiter(), now - GLOBAL_WINDOW_MS, '+inf'));
   }
 }

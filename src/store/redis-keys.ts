@@ -73,6 +73,14 @@ export class RedisKeys {
     return `${this.prefix}:{global}:polyv-calls`;
   }
 
+  /**
+   * Hash (code, message, at, retryAt): the account's credentials were refused by PolyV; no call for the
+   * account goes out before retryAt (same slot as the limiter, whose script checks it).
+   */
+  accountFailure(appId: string): string {
+    return `${this.prefix}:{global}:account-failure:${appId}`;
+  }
+
   /** Hash holding the fleet-wide call counter (same slot as the limiter's set). */
   globalCounter(): string {
     return `${this.prefix}:{global}:counter`;

@@ -1,5 +1,5 @@
 import type { Redis, Cluster, Result } from 'ioredis';
-import { POP_FRESH_LUA, RELEASE_LOCK_LUA, TAKE_SLOT_LUA, TRIM_STALE_LUA, WRITE_TOKEN_LUA } from './scripts.js';
+import { POP_FRESH_LUA, RELEASE_LOCK_LUA, TAKE_FLEET_SLOT_LUA, TAKE_SLOT_LUA, TRIM_STALE_LUA, WRITE_TOKEN_LUA } from './scripts.js';
 
 export type RedisClient = Redis | Cluster;
 
@@ -15,7 +15,25 @@ declare module 'ioredis' {
       eventsChannel: string,
       event: string,
     ): Result<number, Context>;
-    ptbTakeSlot(windowKey: string, counterKey: string, now: number, windowMs: number, limit: number): Result<number[], Context>;
+    ptbTakeSlot(
+      windowKey: string,
+      counterKey: string,
+      rejectedKey: string,
+      now: number,
+      windowMs: number,
+      limit: number,
+      obeyRejected: number,
+    ): Result<Array<number | string>, Context>;
+    ptbTakeFleetSlot(
+      windowKey: string,
+      counterKey: string,
+      accountFailureKey: string,
+      now: number,
+      windowMs: number,
+      limit: number,
+      force: number,
+      probeEveryMs: number,
+    ): Result<Array<number | string>, Context>;
     ptbReleaseLock(lockKey: string, owner: string): Result<number, Context>;
     ptbPopFresh(poolKey: string, minMintedAt: number): Result<string | null, Context>;
     ptbTrimStale(poolKey: string, minMintedAt: number): Result<number, Context>;
@@ -28,7 +46,8 @@ const defined = new WeakSet<object>();
 export function defineScripts(redis: RedisClient): RedisClient {
   if (defined.has(redis)) return redis;
   redis.defineCommand('ptbWriteToken', { numberOfKeys: 2, lua: WRITE_TOKEN_LUA });
-  redis.defineCommand('ptbTakeSlot', { numberOfKeys: 2, lua: TAKE_SLOT_LUA });
+  redis.defineCommand('ptbTakeSlot', { numberOfKeys: 3, lua: TAKE_SLOT_LUA });
+  redis.defineCommand('ptbTakeFleetSlot', { numberOfKeys: 3, lua: TAKE_FLEET_SLOT_LUA });
   redis.defineCommand('ptbReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK_LUA });
   redis.defineCommand('ptbPopFresh', { numberOfKeys: 1, lua: POP_FRESH_LUA });
   redis.defineCommand('ptbTrimStale', { numberOfKeys: 1, lua: TRIM_STALE_LUA });

@@ -23,14 +23,21 @@ return 1
 `;
 
 /**
- * Sliding-window call budget. Takes one slot if fewer than `limit` calls happened in the last `window` ms.
- * KEYS: the window's sorted set, the counter hash (for a monotonic slot number). ARGV: now, windowMs, limit.
- * Returns {1, usedAfter, slotNumber} or {0, used, msUntilASlotFrees}.
+ * Sliding-window call budget of one channel and endpoint. Takes one slot if fewer than `limit` calls happened
+ * in the last `window` ms, unless the channel is marked rejected (PolyV called it illegal) and the caller
+ * obeys the mark.
+ * KEYS: the window's sorted set, the counter hash (for a monotonic slot number), the rejected mark.
+ * ARGV: now, windowMs, limit, obeyRejected (1/0).
+ * Returns {1, usedAfter, slotNumber}, {0, used, msUntilASlotFrees} or {3, 0, rejectedMessage}.
  */
 export const TAKE_SLOT_LUA = `
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
+if ARGV[4] == '1' then
+  local rejected = redis.call('GET', KEYS[3])
+  if rejected then return {3, 0, rejected} end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local used = redis.call('ZCARD', KEYS[1])
 if used >= limit then
@@ -44,6 +51,43 @@ local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
 redis.call('ZADD', KEYS[1], now, seq)
 redis.call('PEXPIRE', KEYS[1], window)
 return {1, used + 1, seq}
+`;
+
+/**
+ * The fleet-wide gate in front of PolyV: the rolling-window limiter of every call, and the account's failure
+ * record. While an account is recorded as failing (bad credentials) no call goes out until its `retryAt`;
+ * the first call after that is the one probe, and moves `retryAt` on by `probeEvery` so no other call
+ * follows it. `force` (on-call) skips the wait.
+ * KEYS: the limiter's sorted set, its counter hash, the account's failure hash.
+ * ARGV: now, windowMs, limit, force (1/0), probeEveryMs.
+ * Returns {1, usedAfter, member, probe}, {0, used, msUntilASlotFrees} or {2, msUntilRetry, message}.
+ */
+export const TAKE_FLEET_SLOT_LUA = `
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local retryAt = tonumber(redis.call('HGET', KEYS[3], 'retryAt') or '0')
+if retryAt > 0 and now < retryAt and ARGV[4] ~= '1' then
+  return {2, retryAt - now, redis.call('HGET', KEYS[3], 'message') or ''}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[1])
+if used >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  local wait = window
+  if oldest[2] then wait = tonumber(oldest[2]) + window - now end
+  if wait < 1 then wait = 1 end
+  return {0, used, wait}
+end
+local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+redis.call('ZADD', KEYS[1], now, seq)
+redis.call('PEXPIRE', KEYS[1], window)
+local probe = 0
+if retryAt > 0 then
+  probe = 1
+  redis.call('HSET', KEYS[3], 'retryAt', now + tonumber(ARGV[5]))
+end
+return {1, used + 1, seq, probe}
 `;
 
 /** Deletes a lock only if it still holds our value. KEYS: lock. ARGV: owner value. */

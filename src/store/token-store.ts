@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import type { FailureRecord } from '../errors/broker-error.js';
 import type { Logger } from '../lib/logger.js';
+import type { FlightStore } from './flight-store.js';
+import { guardRedis } from './redis-unavailable.js';
 import { batchRead } from './batch-read.js';
 import type { RedisKeys } from './redis-keys.js';
 import { defineScripts, type RedisClient } from './redis-scripts.js';
@@ -21,16 +24,8 @@ export interface CachedToken {
 export interface ChannelStatus {
   readonly lastRefreshAt: number | undefined;
   readonly nextRefreshAt: number | undefined;
-  readonly lastError:
-    | { readonly code: string; readonly message: string; readonly at: number; readonly retryAfterMs: number | undefined }
-    | undefined;
-}
-
-export interface RecordedError {
-  readonly code: string;
-  readonly message: string;
-  readonly at: number;
-  readonly retryAfterMs?: number | undefined;
+  /** The last refresh failure of the channel (the refresh core's failure record). */
+  readonly lastError: FailureRecord | undefined;
 }
 
 function num(value: string | undefined): number | undefined {
@@ -56,9 +51,23 @@ export class TokenStore {
     this.logger = options.logger;
   }
 
+  /** The channel token as the refresh core sees it; its failure record is the status hash's lastError. */
+  flight(appId: string, channelId: string): FlightStore<CachedToken> {
+    return {
+      lockKey: this.keys.lock(appId, channelId),
+      channelId,
+      read: () => this.read(appId, channelId),
+      lockAndRead: (ttlMs) => this.lockAndRead(appId, channelId, ttlMs),
+      isLocked: () => this.isLocked(appId, channelId),
+      releaseLock: (owner) => this.releaseLock(appId, channelId, owner),
+      recordFailure: (failure) => this.recordError(appId, channelId, failure),
+      readFailure: async () => (await this.readStatus(appId, channelId)).lastError ?? null,
+    };
+  }
+
   async read(appId: string, channelId: string): Promise<CachedToken | null> {
     const tokenKey = this.keys.token(appId, channelId);
-    return this.parseToken(tokenKey, await this.redis.hgetall(tokenKey), appId, channelId);
+    return this.parseToken(tokenKey, await guardRedis(this.redis.hgetall(tokenKey)), appId, channelId);
   }
 
   /**
@@ -73,12 +82,14 @@ export class TokenStore {
   ): Promise<{ rejected: string | null; owner: string | null; current: CachedToken | null }> {
     const owner = randomUUID();
     const tokenKey = this.keys.token(appId, channelId);
-    const replies = await this.redis
-      .pipeline()
-      .get(this.keys.rejected(appId, channelId))
-      .set(this.keys.lock(appId, channelId), owner, 'PX', ttlMs, 'NX')
-      .hgetall(tokenKey)
-      .exec();
+    const replies = await guardRedis(
+      this.redis
+        .pipeline()
+        .get(this.keys.rejected(appId, channelId))
+        .set(this.keys.lock(appId, channelId), owner, 'PX', ttlMs, 'NX')
+        .hgetall(tokenKey)
+        .exec(),
+    );
     const [rejected, locked, token] = (replies ?? []).map(([err, value]) => {
       if (err !== null) throw err;
       return value;
@@ -100,16 +111,18 @@ export class TokenStore {
 
   /** The expireTime of many channels' tokens in one round trip (null where none is cached). */
   async readExpiries(appId: string, channelIds: readonly string[]): Promise<Array<number | null>> {
-    const replies = await batchRead(
-      this.redis,
-      channelIds.map((ch) => ['hget', this.keys.token(appId, ch), 'expireTime'] as const),
+    const replies = await guardRedis(
+      batchRead(
+        this.redis,
+        channelIds.map((ch) => ['hget', this.keys.token(appId, ch), 'expireTime'] as const),
+      ),
     );
     return replies.map((value) => (typeof value === 'string' ? (num(value) ?? null) : null));
   }
 
   /** Writes the token unless a newer version is stored; returns whether it was written. */
   async write(appId: string, channelId: string, token: CachedToken): Promise<boolean> {
-    const written = await this.redis.ptbWriteToken(
+    const written = await guardRedis(this.redis.ptbWriteToken(
       this.keys.token(appId, channelId),
       this.keys.status(appId, channelId),
       token.version,
@@ -118,7 +131,7 @@ export class TokenStore {
       token.fetchedAt,
       this.keys.events(),
       formatTokenEvent(appId, channelId),
-    );
+    ));
     if (written !== 1) return false;
     // The script has published the change to every replica; tell this process's listeners too.
     this.notifyTokenChange(appId, channelId);
@@ -145,7 +158,7 @@ export class TokenStore {
   }
 
   async readStatus(appId: string, channelId: string): Promise<ChannelStatus> {
-    const h = await this.redis.hgetall(this.keys.status(appId, channelId));
+    const h = await guardRedis(this.redis.hgetall(this.keys.status(appId, channelId)));
     const at = num(h['lastErrorAt']);
     return {
       lastRefreshAt: num(h['lastRefreshAt']),
@@ -162,58 +175,58 @@ export class TokenStore {
     };
   }
 
-  async recordError(appId: string, channelId: string, error: RecordedError): Promise<void> {
+  async recordError(appId: string, channelId: string, error: FailureRecord): Promise<void> {
     const fields: Record<string, string | number> = {
       lastErrorCode: error.code,
       lastErrorMessage: error.message,
       lastErrorAt: error.at,
     };
     if (error.retryAfterMs !== undefined) fields['lastErrorRetryAfterMs'] = error.retryAfterMs;
-    await this.redis.hset(this.keys.status(appId, channelId), fields);
+    await guardRedis(this.redis.hset(this.keys.status(appId, channelId), fields));
   }
 
   async setNextRefresh(appId: string, channelId: string, at: number): Promise<void> {
-    await this.redis.hset(this.keys.status(appId, channelId), 'nextRefreshAt', at);
+    await guardRedis(this.redis.hset(this.keys.status(appId, channelId), 'nextRefreshAt', at));
   }
 
   async isLocked(appId: string, channelId: string): Promise<boolean> {
-    return (await this.redis.exists(this.keys.lock(appId, channelId))) === 1;
+    return (await guardRedis(this.redis.exists(this.keys.lock(appId, channelId)))) === 1;
   }
 
   /** Compare-and-delete: a lock that expired and was taken by someone else is left alone. */
   async releaseLock(appId: string, channelId: string, owner: string): Promise<void> {
-    await this.redis.ptbReleaseLock(this.keys.lock(appId, channelId), owner);
+    await guardRedis(this.redis.ptbReleaseLock(this.keys.lock(appId, channelId), owner));
   }
 
   async markRejected(appId: string, channelId: string, message: string, ttlMs: number): Promise<void> {
-    await this.redis.set(this.keys.rejected(appId, channelId), message, 'PX', ttlMs);
+    await guardRedis(this.redis.set(this.keys.rejected(appId, channelId), message, 'PX', ttlMs));
   }
 
   async readRejected(appId: string, channelId: string): Promise<string | null> {
-    return this.redis.get(this.keys.rejected(appId, channelId));
+    return guardRedis(this.redis.get(this.keys.rejected(appId, channelId)));
   }
 
   async addWarm(appId: string, channelId: string): Promise<boolean> {
-    return (await this.redis.sadd(this.keys.warm(appId), channelId)) === 1;
+    return (await guardRedis(this.redis.sadd(this.keys.warm(appId), channelId))) === 1;
   }
 
   async removeWarm(appId: string, channelId: string): Promise<boolean> {
-    return (await this.redis.srem(this.keys.warm(appId), channelId)) === 1;
+    return (await guardRedis(this.redis.srem(this.keys.warm(appId), channelId))) === 1;
   }
 
   async isWarm(appId: string, channelId: string): Promise<boolean> {
-    return (await this.redis.sismember(this.keys.warm(appId), channelId)) === 1;
+    return (await guardRedis(this.redis.sismember(this.keys.warm(appId), channelId))) === 1;
   }
 
   async countWarm(appId: string): Promise<number> {
-    return this.redis.scard(this.keys.warm(appId));
+    return guardRedis(this.redis.scard(this.keys.warm(appId)));
   }
 
   /** Iterates the warm set in batches (SSCAN), so 100k channels never block Redis. */
   async *scanWarm(appId: string, batch = 500): AsyncGenerator<string[]> {
     let cursor = '0';
     do {
-      const [next, members] = await this.redis.sscan(this.keys.warm(appId), cursor, 'COUNT', batch);
+      const [next, members] = await guardRedis(this.redis.sscan(this.keys.warm(appId), cursor, 'COUNT', batch));
       cursor = next;
       if (members.length > 0) yield members;
     } while (cursor !== '0');
@@ -221,8 +234,8 @@ export class TokenStore {
 
   /** Forgets a channel's cached token and status (the budget window is kept: calls made still count). */
   async forget(appId: string, channelId: string): Promise<void> {
-    await this.redis.del(this.keys.token(appId, channelId));
-    await this.redis.hdel(this.keys.status(appId, channelId), 'nextRefreshAt', 'lastErrorCode', 'lastErrorMessage', 'lastErrorAt', 'lastErrorRetryAfterMs');
+    await guardRedis(this.redis.del(this.keys.token(appId, channelId)));
+    await guardRedis(this.redis.hdel(this.keys.status(appId, channelId), 'nextRefreshAt', 'lastErrorCode', 'lastErrorMessage', 'lastErrorAt', 'lastErrorRetryAfterMs'));
     await this.announceTokenChange(appId, channelId);
   }
 
