@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { PolyvAccount } from '../config/config.js';
 import { TOKEN_KIND_INFO, type TokenKind } from '../domain/token-kinds.js';
 import { BrokerError, BudgetExhaustedError, UpstreamError, failureRecord } from '../errors/broker-error.js';
@@ -41,6 +42,7 @@ export interface PolyvCall<T> {
  */
 export class PolyvGateway {
   private readonly o: GatewayOptions;
+  private readonly fingerprints = new WeakMap<PolyvAccount, string>();
 
   constructor(options: GatewayOptions) {
     this.o = options;
@@ -72,6 +74,7 @@ export class PolyvGateway {
       return await this.o.budget.take(account.appId, channelId, this.o.budgets.perHour(account, kind), TOKEN_KIND_INFO[kind].budget, {
         obeyRejected: call.obeyRejected !== false,
         force: call.force === true,
+        credentials: this.fingerprint(account),
       });
     } catch (err) {
       if (err instanceof BudgetExhaustedError) this.o.metrics.budgetRefusals.inc({ scope: err.scope });
@@ -79,12 +82,25 @@ export class PolyvGateway {
     }
   }
 
+  /**
+   * Tells credentials apart without revealing them: a truncated SHA-256 of appId and appSecret, so a replica
+   * started with a corrected secret is not held back by the failure of the old one.
+   */
+  private fingerprint(account: PolyvAccount): string {
+    let fp = this.fingerprints.get(account);
+    if (fp === undefined) {
+      fp = createHash('sha256').update(`polyv-token-broker credentials\n${account.appId}\n${account.appSecret}`).digest('hex').slice(0, 16);
+      this.fingerprints.set(account, fp);
+    }
+    return fp;
+  }
+
   private async remember(account: PolyvAccount, channelId: string, err: unknown): Promise<void> {
     if (!(err instanceof BrokerError)) return;
     if (err.code === 'channel_not_in_account') {
       await this.o.store.markRejected(account.appId, channelId, err.message, this.o.rejectedChannelTtlSeconds * 1000);
     } else if (err.code === 'upstream_auth_failed') {
-      await this.o.budget.recordAccountFailure(account.appId, failureRecord(err, this.o.clock.now()));
+      await this.o.budget.recordAccountFailure(account.appId, failureRecord(err, this.o.clock.now()), this.fingerprint(account));
       this.o.logger.error({ appId: account.appId }, 'PolyV refused the account credentials; no call for this account until the next probe in 5 minutes');
     }
   }

@@ -64,7 +64,7 @@ export class CallBudget {
     channelId: string,
     perHour: number,
     endpoint: BudgetEndpoint = 'channel-token',
-    options: { obeyRejected?: boolean; force?: boolean } = {},
+    options: { obeyRejected?: boolean; force?: boolean; credentials?: string } = {},
   ): Promise<BudgetSlot> {
     const now = this.clock.now();
     const globalKey = this.keys.globalLimiter();
@@ -80,6 +80,7 @@ export class CallBudget {
           this.globalPer10s,
           options.force === true ? 1 : 0,
           ACCOUNT_RETRY_MS,
+          options.credentials ?? '',
         ),
         this.redis.ptbTakeSlot(
           channelKey,
@@ -123,15 +124,17 @@ export class CallBudget {
   }
 
   /**
-   * Records that PolyV refused the account's credentials: no call for the account goes out, on any replica,
-   * until ACCOUNT_RETRY_MS have passed; then one probe.
+   * Records that PolyV refused the account's credentials (`credentials`: a fingerprint, never the secret): no
+   * call for the account with those credentials goes out, on any replica, until ACCOUNT_RETRY_MS have passed;
+   * then one probe.
    */
-  async recordAccountFailure(appId: string, failure: FailureRecord): Promise<void> {
+  async recordAccountFailure(appId: string, failure: FailureRecord, credentials: string): Promise<void> {
     const key = this.keys.accountFailure(appId);
+    const fields = { code: failure.code, message: failure.message, at: failure.at, retryAt: failure.at + ACCOUNT_RETRY_MS, credentials };
     await guardRedis(
       this.redis
         .multi()
-        .hset(key, { code: failure.code, message: failure.message, at: failure.at, retryAt: failure.at + ACCOUNT_RETRY_MS })
+        .hset(key, fields)
         .pexpire(key, ACCOUNT_FAILURE_KEEP_MS)
         .exec(),
     );

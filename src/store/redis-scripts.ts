@@ -33,6 +33,7 @@ declare module 'ioredis' {
       limit: number,
       force: number,
       probeEveryMs: number,
+      credentials: string,
     ): Result<Array<number | string>, Context>;
     ptbReleaseLock(lockKey: string, owner: string): Result<number, Context>;
     ptbPopFresh(poolKey: string, minMintedAt: number): Result<string | null, Context>;

@@ -55,18 +55,22 @@ return {1, used + 1, seq}
 
 /**
  * The fleet-wide gate in front of PolyV: the rolling-window limiter of every call, and the account's failure
- * record. While an account is recorded as failing (bad credentials) no call goes out until its `retryAt`;
- * the first call after that is the one probe, and moves `retryAt` on by `probeEvery` so no other call
- * follows it. `force` (on-call) skips the wait.
+ * record. While an account's credentials are recorded as refused, no call with those same credentials
+ * (compared by fingerprint, so a replica started with a corrected secret is not held back) goes out until
+ * `retryAt`; the first call after that is the one probe, and moves `retryAt` on by `probeEvery` so no other
+ * call follows it. `force` (on-call) skips the wait.
  * KEYS: the limiter's sorted set, its counter hash, the account's failure hash.
- * ARGV: now, windowMs, limit, force (1/0), probeEveryMs.
+ * ARGV: now, windowMs, limit, force (1/0), probeEveryMs, credentials fingerprint.
  * Returns {1, usedAfter, member, probe}, {0, used, msUntilASlotFrees} or {2, msUntilRetry, message}.
  */
 export const TAKE_FLEET_SLOT_LUA = `
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
-local retryAt = tonumber(redis.call('HGET', KEYS[3], 'retryAt') or '0')
+local retryAt = 0
+if redis.call('HGET', KEYS[3], 'credentials') == ARGV[6] then
+  retryAt = tonumber(redis.call('HGET', KEYS[3], 'retryAt') or '0')
+end
 if retryAt > 0 and now < retryAt and ARGV[4] ~= '1' then
   return {2, retryAt - now, redis.call('HGET', KEYS[3], 'message') or ''}
 end
