@@ -171,7 +171,7 @@ async function main(): Promise<void> {
       }
 
       if (SECTIONS.has('cold')) {
-        log('\n3. cold miss: first read of a channel (budget, lock, PolyV call, write, schedule)');
+        log('\n3. cold miss of each kind: first read (lock, budget, PolyV call, write; the channel token also schedules)');
         const polyv = new PolyvClient({
           baseUrl: simUrl,
           timeoutMs: 5000,
@@ -182,36 +182,72 @@ async function main(): Promise<void> {
         });
         const account = { name: 'default', appId: BENCH_APP_ID, appSecret: BENCH_APP_SECRET, channels: [] };
         const agent = new Agent({ connections: 1 });
-        const timeGet = async (path: string) => {
+        const timeRead = async (path: string, body?: unknown) => {
           const t0 = performance.now();
-          const res = await request(`${broker.url}${path}`, { headers: AUTH, dispatcher: agent });
+          const res = await request(`${broker.url}${path}`, {
+            method: body === undefined ? 'GET' : 'POST',
+            headers: body === undefined ? AUTH : { ...AUTH, 'content-type': 'application/json' },
+            body: body === undefined ? undefined : JSON.stringify(body),
+            dispatcher: agent,
+          });
           await res.body.text();
-          if (res.statusCode !== 200) throw new Error(`cold read answered ${res.statusCode}`);
+          if (res.statusCode !== 200) throw new Error(`cold read ${path} answered ${res.statusCode}`);
           return performance.now() - t0;
         };
-        const cold: number[] = [];
-        const rtt: number[] = [];
-        const hit: number[] = [];
+        const redisCommands = async () => Number(/total_commands_processed:(\d+)/.exec(await redis!.info('stats'))?.[1] ?? 0);
+        // Each kind's cold read against the same PolyV call made directly (its round trip), on fresh channels.
+        const kinds: Array<{ kind: string; polyvCall: (i: number) => Promise<unknown>; coldRead: (i: number) => Promise<number> }> = [
+          {
+            kind: 'channel',
+            polyvCall: (i) => polyv.getChannelToken(account, { channelId: String(3_100_000 + i), expireSeconds: 3600 }),
+            coldRead: (i) => timeRead(`/v1/channels/${3_000_000 + i}/token`),
+          },
+          {
+            kind: 'watch_api',
+            polyvCall: (i) => polyv.getWatchApiToken(account, { channelId: String(3_300_000 + i), viewerId: 'bench-viewer' }),
+            coldRead: (i) => timeRead(`/v1/channels/${3_200_000 + i}/watch-tokens`, { viewerId: 'bench-viewer' }),
+          },
+          {
+            kind: 'common',
+            polyvCall: (i) => polyv.getCommonToken(account, String(3_500_000 + i)),
+            coldRead: (i) => timeRead(`/v1/channels/${3_400_000 + i}/common-token`),
+          },
+          {
+            kind: 'watch_url',
+            polyvCall: (i) => polyv.getTokenWatchUrl(account, String(3_700_000 + i)),
+            coldRead: (i) => timeRead(`/v1/channels/${3_600_000 + i}/watch-urls`, {}),
+          },
+        ];
         const N = 200;
-        for (let i = 0; i < N + 20; i += 1) {
-          const t0 = performance.now();
-          await polyv.getChannelToken(account, { channelId: String(3_100_000 + i), expireSeconds: 3600 });
-          const r = performance.now() - t0;
-          const c = await timeGet(`/v1/channels/${3_000_000 + i}/token`);
-          const h = await timeGet(tokenPath);
-          if (i >= 20) {
-            rtt.push(r);
-            cold.push(c);
-            hit.push(h);
+        for (const { kind, polyvCall, coldRead } of kinds) {
+          const cold: number[] = [];
+          const rtt: number[] = [];
+          const hit: number[] = [];
+          let commands = 0;
+          for (let i = 0; i < N + 20; i += 1) {
+            const t0 = performance.now();
+            await polyvCall(i);
+            const r = performance.now() - t0;
+            const before = await redisCommands();
+            const c = await coldRead(i);
+            // INFO itself counts one command.
+            const used = (await redisCommands()) - before - 1;
+            const h = await timeRead(tokenPath);
+            if (i >= 20) {
+              rtt.push(r);
+              cold.push(c);
+              hit.push(h);
+              commands += used;
+            }
           }
+          const [sc, sr, sh] = [sortNumbers(cold), sortNumbers(rtt), sortNumbers(hit)];
+          const extra = quantile(sc, 0.5) - quantile(sr, 0.5);
+          log(`   ${kind}: ${N} cold reads p50 ${fmt(quantile(sc, 0.5), 3)} ms, p90 ${fmt(quantile(sc, 0.9), 3)} ms; PolyV round trip p50 ${fmt(quantile(sr, 0.5), 3)} ms; Redis commands per cold read ${fmt(commands / N, 1)}; cached channel read p50 ${fmt(quantile(sh, 0.5), 3)} ms`);
+          row(`cold miss minus one PolyV round trip, ${kind} (p50, ms)`, fmt(extra, 3), `PolyV round trip ${fmt(quantile(sr, 0.5), 3)} ms`, fmt(quantile(sc, 0.5) / quantile(sr, 0.5)), '< 2 ms', extra < 2);
+          row(`  p90 cold minus p90 round trip, ${kind} (ms)`, fmt(quantile(sc, 0.9) - quantile(sr, 0.9), 3), `Redis commands per cold read ${fmt(commands / N, 1)}`, '');
         }
         await polyv.close();
         await agent.close();
-        const [sc, sr, sh] = [sortNumbers(cold), sortNumbers(rtt), sortNumbers(hit)];
-        const extra = quantile(sc, 0.5) - quantile(sr, 0.5);
-        log(`   ${N} cold reads: p50 ${fmt(quantile(sc, 0.5), 3)} ms, p90 ${fmt(quantile(sc, 0.9), 3)} ms; simulator round trip p50 ${fmt(quantile(sr, 0.5), 3)} ms, p90 ${fmt(quantile(sr, 0.9), 3)} ms; cached read p50 ${fmt(quantile(sh, 0.5), 3)} ms`);
-        row('cold miss minus one PolyV round trip (p50, ms)', fmt(extra, 3), `simulator round trip ${fmt(quantile(sr, 0.5), 3)} ms`, fmt(quantile(sc, 0.5) / quantile(sr, 0.5)), '< 2 ms', extra < 2);
-        row('  p90 cold minus p90 round trip (ms)', fmt(quantile(sc, 0.9) - quantile(sr, 0.9), 3), `cached read p50 ${fmt(quantile(sh, 0.5), 3)} ms`, '');
       }
 
       if (SECTIONS.has('cluster')) {

@@ -102,6 +102,7 @@ export async function inspectCommand(app: BrokerApp, args: readonly string[], pr
     const counts = await app.queue.queue.getJobCounts('waiting', 'delayed', 'active', 'failed', 'completed');
     const warm = await app.store.countWarm(account.appId);
     const globalUsed = await app.budget.globalUsed();
+    const credentialsRefused = await app.budget.readAccountFailure(account.appId);
     const summary = {
       account: account.name,
       appId: account.appId,
@@ -109,6 +110,7 @@ export async function inspectCommand(app: BrokerApp, args: readonly string[], pr
       jobs: counts,
       globalCallsLast10s: globalUsed,
       globalLimitPer10s: app.config.budget.globalPer10s,
+      credentialsRefused,
     };
     if (args.includes('--json')) {
       print(JSON.stringify(summary, null, 2));
@@ -117,6 +119,10 @@ export async function inspectCommand(app: BrokerApp, args: readonly string[], pr
     print(`account ${summary.account} (appId ${summary.appId}): ${warm} warm channels`);
     print(`jobs: ${Object.entries(counts).map(([k, v]) => `${k}=${v}`).join(' ')}`);
     print(`PolyV calls in the last 10 s (whole fleet): ${globalUsed}/${summary.globalLimitPer10s}`);
+    if (credentialsRefused !== null) {
+      print(`credentials refused by PolyV at ${iso(credentialsRefused.at)}: ${credentialsRefused.message}`);
+      print(`  no PolyV call for this account until ${iso(credentialsRefused.retryAt)} (in ${secondsFrom(credentialsRefused.retryAt, now)}); \`refresh <channelId>\` forces one try`);
+    }
     return;
   }
   const [state, cached, job, rejected] = await Promise.all([
@@ -150,7 +156,7 @@ export async function inspectCommand(app: BrokerApp, args: readonly string[], pr
   if (rejected !== null) print(`  rejected:      ${rejected}`);
 }
 
-/** `refresh <channelId> [--json]`: fetch a new token now (through the budget and the lock). */
+/** `refresh <channelId> [--json]`: fetch a new token now (through the budget and the lock; one try even while the account's credentials are recorded as refused). */
 export async function refreshCommand(app: BrokerApp, args: readonly string[], print: Print): Promise<void> {
   const channelId = channelArg(args, true)!;
   const account = accountArg(app, args);
