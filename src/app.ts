@@ -1,13 +1,12 @@
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
 import type { Dispatcher } from 'undici';
 import type { Config } from './config/config.js';
 import { ApiKeyAuth } from './http/api-key-auth.js';
 import { authorize } from './http/authorize.js';
-import { closeAdmin, createAdminApp, listenAdmin } from './http/create-admin-app.js';
+import { createAdminApp } from './http/create-admin-app.js';
 import { createHttpApp } from './http/create-http-app.js';
-import { createHttpServer } from './http/create-http-server.js';
+import { listen, type HttpListener } from './http/listen.js';
+import { readinessCheck } from './http/readiness-check.js';
 import { ConsumerRateLimiter } from './http/consumer-rate-limiter.js';
 import { closeOrDrop, settlesWithin } from './lib/settle-within.js';
 import { systemClock, type Clock } from './lib/clock.js';
@@ -36,6 +35,11 @@ import { RedisLock } from './store/redis-lock.js';
 import { SealedJson } from './store/sealed-json.js';
 import { TokenCipher } from './store/token-cipher.js';
 import { TokenStore } from './store/token-store.js';
+
+/** Longest wait for a dependency's answer in `/readyz`. */
+const READINESS_TIMEOUT_MS = 1000;
+/** A busy admin connection (a scrape) is ended this long into shutdown. */
+const ADMIN_FORCE_CLOSE_MS = 2000;
 
 export interface BrokerAppOptions {
   config: Config;
@@ -195,22 +199,13 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
     }),
   );
 
-  const readiness = {
-    async check(): Promise<Record<string, string>> {
-      const checks: Record<string, string> = {};
-      try {
-        await Promise.race([
-          pingRedis(redis),
-          new Promise((_, reject) => setTimeout(() => reject(new Error('timeout')), 1000).unref()),
-        ]);
-        checks['redis'] = 'ok';
-      } catch (err) {
-        checks['redis'] = `unreachable: ${(err as Error).message}`;
-      }
-      if (worker !== undefined) checks['worker'] = worker.running ? 'ok' : 'not running';
-      return checks;
+  const readiness = readinessCheck(
+    {
+      redis: () => pingRedis(redis).then(() => 'ok'),
+      ...(worker === undefined ? {} : { worker: () => (worker.running ? 'ok' : 'not running') }),
     },
-  };
+    READINESS_TIMEOUT_MS,
+  );
 
   // Per-consumer request limits, per replica (see consumer-rate-limiter.ts); none configured: no limiter at all.
   const rateLimiter = ConsumerRateLimiter.isActive(config.rateLimit, config.apiKeys.map((k) => k.rateLimit))
@@ -247,10 +242,9 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
 
   let connecting: Promise<void> | undefined;
   const connect = () => (connecting ??= connectOrExplain(redis, redisTarget, probeKeys(config.redisPrefix)));
-  let server: Server | undefined;
-  let adminServer: Server | undefined;
+  let main: HttpListener | undefined;
+  let admin: HttpListener | undefined;
   let stopping: Promise<void> | undefined;
-  let adminUrl: string | undefined;
 
   return {
     config,
@@ -264,7 +258,7 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
     worker,
     watchUrls,
     get adminUrl() {
-      return adminUrl;
+      return admin?.url;
     },
     connect,
     async start() {
@@ -276,21 +270,13 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
       }
       await localCache?.start();
       if (worker !== undefined) await worker.start();
-      server = await new Promise<Server>((resolve, reject) => {
-        const s = createHttpServer(listener, config.http, logger.child({ module: 'http' }));
-        s.once('error', reject);
-        s.listen(config.http.port, config.http.host, () => resolve(s));
-      });
-      const { port } = server.address() as AddressInfo;
-      const host = config.http.host === '0.0.0.0' || config.http.host === '::' ? '127.0.0.1' : config.http.host;
-      logger.info({ port, role: config.role }, 'broker listening');
+      main = await listen(listener, config.http, config.http, logger.child({ module: 'http' }));
+      logger.info({ url: main.url, role: config.role }, 'broker listening');
       if (adminHttp !== undefined && config.admin !== undefined) {
-        const admin = await listenAdmin(adminHttp, config.admin.port, config.admin.host, config.http, logger.child({ module: 'admin-http' }));
-        adminServer = admin.server;
-        adminUrl = admin.url;
+        admin = await listen(adminHttp, config.admin, config.http, logger.child({ module: 'admin-http' }));
         logger.info({ adminUrl: admin.url }, 'admin listener (metrics, health) listening');
       }
-      return `http://${host}:${port}`;
+      return main.url;
     },
     stop() {
       // Idempotent: a second call (a signal during a test's own stop, say) waits for the first.
@@ -300,15 +286,8 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
   };
 
   async function stopAll(): Promise<void> {
-    if (adminServer !== undefined) await closeAdmin(adminServer);
-    if (server !== undefined) {
-      const s = server;
-      const closed = new Promise<void>((resolve) => s.close(() => resolve()));
-      s.closeIdleConnections();
-      const force = setTimeout(() => s.closeAllConnections(), config.shutdownTimeoutMs / 2);
-      await closed;
-      clearTimeout(force);
-    }
+    await admin?.close(ADMIN_FORCE_CLOSE_MS);
+    await main?.close(config.shutdownTimeoutMs / 2);
     // Each step that needs Redis gets a share of the shutdown time: while Redis is unreachable, BullMQ's
     // close() and QUIT would wait for it forever.
     const graceMs = Math.max(250, Math.floor(config.shutdownTimeoutMs / 5));
