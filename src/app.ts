@@ -2,7 +2,6 @@ import type { Express } from 'express';
 import type { Dispatcher } from 'undici';
 import type { Config } from './config/config.js';
 import { ApiKeyAuth } from './http/api-key-auth.js';
-import { authorize } from './http/authorize.js';
 import { createAdminApp } from './http/create-admin-app.js';
 import { createHttpApp } from './http/create-http-app.js';
 import { listen, type HttpListener } from './http/listen.js';
@@ -234,7 +233,7 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
   });
   // The hot cached read is answered before express when it can be (see fast-token-route.ts).
   const listener =
-    config.role === 'worker' ? http : withFastTokenRoute(http, { service, accounts, authenticate: auth.middleware(), authorize, metrics });
+    config.role === 'worker' ? http : withFastTokenRoute(http, { service, accounts, auth, metrics });
   const adminHttp =
     config.admin === undefined
       ? undefined
