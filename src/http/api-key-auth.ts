@@ -43,12 +43,21 @@ export interface ApiKeyAuthOptions {
   rateLimiter?: ConsumerRateLimiter;
 }
 
+/** The challenge every 401 carries. */
+export const WWW_AUTHENTICATE = 'Bearer realm="polyv-token-broker"';
+
+/** `Authorization: Bearer <key>`, the scheme in any case; the key is the first capture. */
+const BEARER = /^Bearer[ ]+(\S+)\s*$/i;
+
 /**
  * Checks `Authorization: Bearer <key>` against the configured keys. Keys are compared as SHA-256 digests
  * with timingSafeEqual (a key configured as `keySha256` is kept only as its digest), and every key is
  * compared, so timing reveals neither a key nor which one matched. Then, with a rate limiter, it charges the
- * consumer's bucket: this middleware is what both the express `/v1` router and the fast token route run, so
- * the limit holds on both.
+ * consumer's bucket.
+ *
+ * Both checks are plain functions of a header value and a request object (`authenticate`, `admit`): the
+ * express `/v1` router runs them through `middleware()`, the fast token route calls them directly, so the
+ * two paths decide alike and the fast one runs nothing of express.
  */
 export class ApiKeyAuth {
   private readonly digests: ReadonlyArray<{ consumer: Consumer; digest: Buffer }>;
@@ -72,24 +81,40 @@ export class ApiKeyAuth {
     return match;
   }
 
+  /**
+   * The consumer presenting this `Authorization` header value, or the 401 `unauthorized` error to answer
+   * (with the `WWW-Authenticate: <WWW_AUTHENTICATE>` header).
+   */
+  authenticate(header: string | undefined): Consumer | BrokerError {
+    const m = header === undefined ? null : BEARER.exec(header);
+    const consumer = m?.[1] === undefined ? undefined : this.identify(m[1]);
+    if (consumer !== undefined) return consumer;
+    return new BrokerError(
+      'unauthorized',
+      header === undefined ? 'missing Authorization header: send Authorization: Bearer <key>' : 'the API key is not valid',
+    );
+  }
+
+  /**
+   * Charges one request of an authenticated consumer against its rate limit: the 429 `rate_limited` error to
+   * answer (it carries the Retry-After), or undefined when the request may go on. A request object is
+   * charged once however often it is checked (the fast route checks it, then hands a cache miss to express,
+   * which checks it again).
+   */
+  admit(request: object, consumer: Consumer): BrokerError | undefined {
+    return this.rateLimiter?.charge(request, consumer);
+  }
+
+  /** `authenticate` then `admit`, as the first middleware of the `/v1` router; the consumer goes to `res.locals`. */
   middleware(): RequestHandler {
     return (req, res, next) => {
-      const header = req.headers.authorization;
-      const m = header === undefined ? null : /^Bearer[ ]+(\S+)\s*$/i.exec(header);
-      const consumer = m?.[1] === undefined ? undefined : this.identify(m[1]);
-      if (consumer === undefined) {
-        res.setHeader('WWW-Authenticate', 'Bearer realm="polyv-token-broker"');
-        next(
-          new BrokerError(
-            'unauthorized',
-            header === undefined
-              ? 'missing Authorization header: send Authorization: Bearer <key>'
-              : 'the API key is not valid',
-          ),
-        );
+      const consumer = this.authenticate(req.headers.authorization);
+      if (consumer instanceof BrokerError) {
+        res.setHeader('WWW-Authenticate', WWW_AUTHENTICATE);
+        next(consumer);
         return;
       }
-      const refusal = this.rateLimiter?.charge(req, consumer);
+      const refusal = this.admit(req, consumer);
       if (refusal !== undefined) {
         next(refusal);
         return;

@@ -19,12 +19,17 @@ function consumerOf(res: Response): Consumer {
 }
 
 /** Whether the consumer's scope covers the target; without `channelId`, only the account and the kind count. */
-export function mayAccess(res: Response, target: AccessTarget): boolean {
-  const scope = consumerOf(res).scope;
+export function mayRead(consumer: Consumer, target: AccessTarget): boolean {
+  const scope = consumer.scope;
   if (scope === undefined) return true;
   if (scope.accounts !== undefined && !scope.accounts.has(target.account.name)) return false;
   if (scope.kinds !== undefined && !scope.kinds.has(target.kind)) return false;
   return target.channelId === undefined || scope.channels === undefined || scope.channels.has(target.channelId);
+}
+
+/** `mayRead` for the consumer the auth middleware authenticated. */
+export function mayAccess(res: Response, target: AccessTarget): boolean {
+  return mayRead(consumerOf(res), target);
 }
 
 /**
@@ -33,10 +38,11 @@ export function mayAccess(res: Response, target: AccessTarget): boolean {
  * consumer, never its key.
  */
 export function authorize(res: Response, target: AccessTarget): void {
-  if (mayAccess(res, target)) return;
+  const consumer = consumerOf(res);
+  if (mayRead(consumer, target)) return;
   const channel = target.channelId === undefined ? '' : ` of channel ${target.channelId}`;
   throw new BrokerError(
     'forbidden',
-    `consumer ${consumerOf(res).name} may not read ${target.kind} tokens${channel} in account ${target.account.name}`,
+    `consumer ${consumer.name} may not read ${target.kind} tokens${channel} in account ${target.account.name}`,
   );
 }

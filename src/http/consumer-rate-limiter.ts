@@ -23,8 +23,8 @@ interface Bucket {
  * nothing and still works while Redis is down. Buckets exist only for authenticated consumers, so their number
  * is bounded by the configured keys.
  *
- * A request is charged once, however often it passes the auth middleware (the fast token route runs it, then
- * hands a cache miss to express, which runs it again): the decision is remembered per request object.
+ * A request is charged once, however often it is checked (the fast token route checks it, then hands a cache
+ * miss to express, whose auth middleware checks it again): the decision is remembered per request object.
  */
 export class ConsumerRateLimiter {
   private readonly buckets = new Map<string, Bucket>();

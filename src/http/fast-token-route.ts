@@ -1,20 +1,17 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
-import type { Request, RequestHandler, Response } from 'express';
 import type { PolyvAccount } from '../config/config.js';
+import { BrokerError } from '../errors/broker-error.js';
 import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import type { AccountRegistry } from '../service/account-registry.js';
 import type { ChannelTokenService } from '../service/channel-token-service.js';
+import type { ApiKeyAuth } from './api-key-auth.js';
+import { mayRead } from './authorize.js';
 
 export interface FastTokenRouteDeps {
   service: ChannelTokenService;
   accounts: AccountRegistry;
-  /** The very middleware the `/v1` router runs first (`ApiKeyAuth.middleware()` of the same instance). */
-  authenticate: RequestHandler;
-  /**
-   * Checks, after authentication, that the consumer may read this token; throws when it may not. Must be
-   * the check the express route runs (`authorize` of authorize.ts), so both paths decide alike.
-   */
-  authorize: (res: Response, request: { account: PolyvAccount; channelId: string; kind: 'channel' }) => void;
+  /** The instance whose `middleware()` the `/v1` router runs first, so both paths share keys and rate buckets. */
+  auth: Pick<ApiKeyAuth, 'authenticate' | 'admit'>;
   metrics: BrokerMetrics;
 }
 
@@ -26,27 +23,16 @@ const NAMED_ACCOUNT_PATH = /^\/v1\/accounts\/([A-Za-z0-9_.-]{1,64})\/channels\/(
  * Puts the hot read, `GET /v1/channels/{id}/token` (and its per-account twin), in front of the express app.
  *
  * It answers only the happy case: a canonical URL, no request body, the request passes the same
- * authentication middleware (with its rate limit) and authorization check as the express route, and the
- * in-process cache holds a servable token. The answer is byte for byte the express route's (same body, same
- * headers) and counts the same metrics.
+ * authentication, rate limit (`ApiKeyAuth.authenticate` and `admit`) and scope check (`mayRead`) as the
+ * express route, and the in-process cache holds a servable token. The answer is byte for byte the express
+ * route's (same body, same headers) and counts the same metrics.
  * Everything else, including every error and every cache miss, is handed to the express app untouched,
  * which runs its middleware from the start: there is one code path for auth and errors, and a second,
- * shorter one only for success.
+ * shorter one only for success. Nothing of express runs here, on a raw Node response.
  */
 export function withFastTokenRoute(app: RequestListener, deps: FastTokenRouteDeps): RequestListener {
-  const { service, accounts, authenticate, authorize } = deps;
+  const { service, accounts, auth } = deps;
   const hitDuration = deps.metrics.serveDuration.labels({ kind: 'channel', outcome: 'hit' });
-
-  /** Runs the auth middleware synchronously; true only if it called `next()` without an error. */
-  const authenticated = (req: IncomingMessage, res: ServerResponse): boolean => {
-    const r = res as ServerResponse & { locals?: Record<string, unknown> };
-    r.locals ??= Object.create(null) as Record<string, unknown>;
-    let passed = false;
-    authenticate(req as Request, r as unknown as Response, (err?: unknown) => {
-      passed = err === undefined;
-    });
-    return passed;
-  };
 
   const tryServe = (req: IncomingMessage, res: ServerResponse): boolean => {
     const started = performance.now();
@@ -64,12 +50,10 @@ export function withFastTokenRoute(app: RequestListener, deps: FastTokenRouteDep
     if (account === undefined || channelId === undefined) return false;
     // A request with a body (unusual on a GET) takes the express route, which applies the body limits.
     if (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0') return false;
-    if (!authenticated(req, res)) return false;
-    try {
-      authorize(res as unknown as Response, { account, channelId, kind: 'channel' });
-    } catch {
-      return false;
-    }
+    // A refusal (401, 429, 403) is answered by express, which decides it again alike (a 429 is remembered per request).
+    const consumer = auth.authenticate(req.headers.authorization);
+    if (consumer instanceof BrokerError || auth.admit(req, consumer) !== undefined) return false;
+    if (!mayRead(consumer, { account, channelId, kind: 'channel' })) return false;
     const served = service.peekToken(account, channelId);
     if (served === undefined) return false;
     const body = JSON.stringify({ channelId: served.channelId, channelToken: served.channelToken, expireTime: served.expireTime });
