@@ -4,9 +4,12 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { z } from 'zod';
 import { envSchema } from '../src/config/env-schema.js';
 import { BrokerMetrics } from '../src/metrics/broker-metrics.js';
 import { registerStateGauges, type StateSnapshot } from '../src/metrics/state-gauges.js';
+import { metricNames } from './support/promql.js';
 
 /**
  * The operations artifacts (Grafana dashboards and provisioning, Prometheus config and alerts, Dockerfile,
@@ -36,9 +39,17 @@ function onPath(command: string): boolean {
   });
 }
 
-function run(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): { status: number | null; output: string } {
+function run(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): { status: number | null; stdout: string; output: string } {
   const r = spawnSync(command, args, { cwd: ROOT, env, encoding: 'utf8', timeout: 60_000 });
-  return { status: r.status, output: `${r.stdout}${r.stderr}${r.error === undefined ? '' : String(r.error)}` };
+  return { status: r.status, stdout: r.stdout, output: `${r.stdout}${r.stderr}${r.error === undefined ? '' : String(r.error)}` };
+}
+
+/**
+ * A YAML text (anchors, aliases and `<<` merge keys resolved) checked against the shape the test reads. docker-compose
+ * reads YAML 1.1, where an unquoted `yes` is a boolean: its files are read the same way.
+ */
+function parseYaml<T>(text: string, shape: z.ZodType<T>, version: '1.1' | '1.2' = '1.2'): T {
+  return shape.parse(parse(text, { merge: true, version }));
 }
 
 // ------------------------------------------------------------------------------------------ exported metrics
@@ -92,7 +103,8 @@ interface Query {
   expr: string;
 }
 
-const METRIC_RE = /\bpolyv_broker_[a-z0-9_]+\b/g;
+/** The prefix of every metric the broker exports; other names in a query are Prometheus' own (`up`). */
+const BROKER_PREFIX = 'polyv_broker_';
 
 /** Resolves a series name used in PromQL to the exported metric it belongs to, or explains why it cannot. */
 function resolveSeries(name: string, exported: Map<string, ExportedMetric>): { base: string; suffix: string } | string {
@@ -114,12 +126,13 @@ function resolveSeries(name: string, exported: Map<string, ExportedMetric>): { b
 function problemsOf(q: Query, exported: Map<string, ExportedMetric>, stateGauges: readonly string[]): string[] {
   const problems: string[] = [];
   const known = new Set(TARGET_LABELS);
-  for (const name of q.expr.match(METRIC_RE) ?? []) {
+  const names = [...metricNames(q.expr)];
+  for (const name of names.filter((n) => n.startsWith(BROKER_PREFIX))) {
     const r = resolveSeries(name, exported);
     if (typeof r === 'string') problems.push(`${q.where}: ${r}`);
     else for (const l of exported.get(r.base)!.labels) known.add(l);
   }
-  if (/_bucket\b/.test(q.expr)) known.add('le');
+  if (names.some((n) => n.endsWith('_bucket'))) known.add('le');
   if (/\bquantile\b/.test(q.expr)) known.add('quantile');
 
   for (const m of q.expr.matchAll(/\b(polyv_broker_[a-z0-9_]+)\s*\{([^}]*)\}/g)) {
@@ -205,43 +218,37 @@ function dashboardQueries(file: string, dashboard: JsonObject): Query[] {
 
 // ------------------------------------------------------------------------------------------ alert rules
 
-interface AlertRule {
-  name: string;
-  text: string;
-  exprs: string[];
-}
+const RuleFileShape = z.object({
+  groups: z.array(
+    z.looseObject({
+      name: z.string(),
+      rules: z.array(
+        z.looseObject({
+          alert: z.string().optional(),
+          expr: z.unknown().optional(),
+          for: z.unknown().optional(),
+          labels: z.record(z.string(), z.unknown()).optional(),
+          annotations: z.record(z.string(), z.unknown()).optional(),
+        }),
+      ),
+    }),
+  ),
+});
 
-/**
- * The `expr:` values of a YAML text: inline scalars and block scalars (`expr: |`). A deliberately small reader for
- * the files of this repository; promtool checks the real YAML structure.
- */
-function yamlExprs(text: string): string[] {
-  const lines = text.split('\n');
-  const out: string[] = [];
-  lines.forEach((line, i) => {
-    const m = /^(\s*)(- )?expr:\s*(.*?)\s*$/.exec(line);
-    if (m === null) return;
-    const keyIndent = m[1]!.length + (m[2] === undefined ? 0 : 2);
-    const rest = m[3]!;
-    if (/^[|>][-+]?$/.test(rest)) {
-      const block: string[] = [];
-      for (const next of lines.slice(i + 1)) {
-        if (next.trim() !== '' && next.length - next.trimStart().length <= keyIndent) break;
-        block.push(next.trim());
-      }
-      out.push(block.join('\n').trim());
-    } else {
-      out.push(rest.replace(/^(['"])(.*)\1$/, '$2'));
-    }
-  });
-  return out;
-}
+type AlertRule = z.infer<typeof RuleFileShape>['groups'][number]['rules'][number] & { alert: string };
 
+/** The alerting rules of a Prometheus rule file, in every group. */
 function alertRules(text: string): AlertRule[] {
-  return text
-    .split(/^\s*- alert:/m)
-    .slice(1)
-    .map((chunk) => ({ name: chunk.split('\n')[0]!.trim(), text: chunk, exprs: yamlExprs(chunk) }));
+  return parseYaml(text, RuleFileShape).groups.flatMap((g) => g.rules.filter((r): r is AlertRule => r.alert !== undefined));
+}
+
+/** Every `expr:` value anywhere in a YAML document (alerting rules, recording rules or anything else). */
+function yamlExprs(text: string): unknown[] {
+  const exprs: unknown[] = [];
+  walk(parse(text) as Json, (node) => {
+    if ('expr' in node) exprs.push(node['expr']);
+  });
+  return exprs;
 }
 
 // ------------------------------------------------------------------------------------------ tests
@@ -271,12 +278,37 @@ describe('the metric checks themselves', () => {
     expect(q('up{job="polyv"}')).toHaveLength(1);
   });
 
-  it('when alerts.yml holds inline and block exprs, then the reader returns both whole', () => {
-    const text = ['      - alert: A', '        expr: up == 0', '      - alert: B', '        expr: |', '          a', '          or b', '        for: 1m', ''].join('\n');
-    expect(alertRules(text).map((r) => [r.name, r.exprs])).toEqual([
-      ['A', ['up == 0']],
-      ['B', ['a\nor b']],
+  it('when a query is read for metric names, then strings, matchers, ranges, label lists, functions and keywords are not names', () => {
+    const names = (expr: string) => [...metricNames(expr)].sort();
+    expect(names('sum by (le, outcome) (rate(polyv_broker_serve_duration_seconds_bucket{instance=~"$instance",outcome="hit"}[$__rate_interval]))')).toEqual([
+      'polyv_broker_serve_duration_seconds_bucket',
     ]);
+    expect(names('max(a) / on (job) group_left (role) b > bool 0.8 unless c offset 10m or vector(1e3) and absent(up{job="x"})')).toEqual(['a', 'b', 'c', 'up']);
+    expect(names('histogram_quantile(0.99, sum without (instance) (rate(x_bucket[5m:1m]))) # not_a_metric')).toEqual(['x_bucket']);
+    expect(names('count_values("polyv_broker_in_a_string", d) + topk(20, e) - ignoring(kind) f * Inf')).toEqual(['d', 'e', 'f']);
+  });
+
+  it('when alerts.yml holds inline and block exprs, then the reader returns both whole', () => {
+    const text = [
+      'groups:',
+      '  - name: g',
+      '    rules:',
+      '      - alert: A',
+      '        expr: up == 0',
+      '      - record: r',
+      '        expr: sum(up)',
+      '      - alert: B',
+      '        expr: |',
+      '          a',
+      '          or b',
+      '        for: 1m',
+      '',
+    ].join('\n');
+    expect(alertRules(text).map((r) => [r.alert, r.expr])).toEqual([
+      ['A', 'up == 0'],
+      ['B', 'a\nor b\n'],
+    ]);
+    expect(yamlExprs(text)).toEqual(['up == 0', 'sum(up)', 'a\nor b\n']);
   });
 });
 
@@ -294,12 +326,13 @@ describe('Grafana dashboards', () => {
   });
 
   it('when Grafana provisions the datasource, then every panel, target and query of every dashboard uses its uid', () => {
-    const provisioned = read(DATASOURCE_FILE);
-    const uids = [...provisioned.matchAll(/^\s*uid:\s*["']?([\w-]+)["']?\s*$/gm)].map((m) => m[1]);
-    expect(uids).toEqual(['polyv-prometheus']);
-    expect(provisioned).toMatch(/^\s*type:\s*prometheus\s*$/m);
-    expect(provisioned).toMatch(/^\s*url:\s*http:\/\/prometheus:9090\s*$/m);
-    const expected = { type: 'prometheus', uid: uids[0] };
+    const shape = z.object({
+      datasources: z.array(z.looseObject({ uid: z.unknown().optional(), type: z.unknown().optional(), url: z.unknown().optional() })),
+    });
+    const { datasources } = parseYaml(read(DATASOURCE_FILE), shape);
+    expect(datasources.map((d) => d.uid)).toEqual(['polyv-prometheus']);
+    expect(datasources[0]).toMatchObject({ type: 'prometheus', url: 'http://prometheus:9090' });
+    const expected = { type: 'prometheus', uid: datasources[0]!.uid };
 
     for (const file of dashboardFiles()) {
       const raw = read(file);
@@ -341,6 +374,7 @@ describe('Grafana dashboards', () => {
     const exprs = dashboardQueries(file, dashboard)
       .map((q) => q.expr)
       .join('\n');
+    const shown = metricNames(exprs);
     for (const metric of [
       'polyv_broker_tokens_served_total',
       'polyv_broker_serve_duration_seconds_bucket',
@@ -361,20 +395,22 @@ describe('Grafana dashboards', () => {
       'polyv_broker_redis_up',
       'polyv_broker_budget_refusals_total',
     ]) {
-      expect(exprs, `a panel shows ${metric}`).toMatch(new RegExp(`\\b${metric}\\b`));
+      expect([...shown], `a panel shows ${metric}`).toContain(metric);
     }
     expect(exprs, 'the PolyV 500/hour channel limit is drawn').toMatch(/vector\(500\)/);
     expect(exprs, 'serve latency p50 and p99').toMatch(/histogram_quantile\(0\.5,[^\n]*serve_duration[\s\S]*histogram_quantile\(0\.99,[^\n]*serve_duration/);
   });
 
   it('when Grafana loads dashboards from files, then the UI cannot overwrite them and compose mounts that folder', () => {
-    const provider = read(DASHBOARD_PROVIDER_FILE);
-    expect(provider).toMatch(/^\s*type:\s*file\s*$/m);
-    expect(provider).toMatch(/^\s*allowUiUpdates:\s*false\s*$/m);
-    expect(provider).toMatch(/^\s*path:\s*\/var\/lib\/grafana\/dashboards\s*$/m);
-    const compose = read('docker-compose.yml');
-    expect(compose).toContain('./grafana/dashboards:/var/lib/grafana/dashboards:ro');
-    expect(compose).toContain('./grafana/provisioning:/etc/grafana/provisioning:ro');
+    const shape = z.object({
+      providers: z.array(z.looseObject({ type: z.unknown().optional(), allowUiUpdates: z.unknown().optional(), options: z.unknown().optional() })),
+    });
+    const { providers } = parseYaml(read(DASHBOARD_PROVIDER_FILE), shape);
+    expect(providers.length).toBeGreaterThan(0);
+    for (const p of providers) expect(p).toMatchObject({ type: 'file', allowUiUpdates: false, options: { path: '/var/lib/grafana/dashboards' } });
+    const grafana = parseCompose(read('docker-compose.yml')).services['grafana'];
+    expect(grafana?.volumes).toContain('./grafana/dashboards:/var/lib/grafana/dashboards:ro');
+    expect(grafana?.volumes).toContain('./grafana/provisioning:/etc/grafana/provisioning:ro');
   });
 });
 
@@ -396,8 +432,8 @@ describe('Prometheus alert rules', () => {
     const rules = alertRules(read(ALERTS_FILE));
     const problems: string[] = [];
     for (const rule of rules) {
-      expect(rule.exprs, `${rule.name} has one expr`).toHaveLength(1);
-      for (const expr of rule.exprs) problems.push(...problemsOf({ where: `${ALERTS_FILE} ${rule.name}`, expr }, exported, stateGauges));
+      expect(typeof rule.expr, `${rule.alert} has one expr`).toBe('string');
+      problems.push(...problemsOf({ where: `${ALERTS_FILE} ${rule.alert}`, expr: String(rule.expr) }, exported, stateGauges));
     }
     expect(problems).toEqual([]);
     // Recording rules or anything else with an expr are checked too.
@@ -407,29 +443,53 @@ describe('Prometheus alert rules', () => {
 
   it('when an alert fires, then it says how urgent it is, what happened and where the runbook is', () => {
     const rules = alertRules(read(ALERTS_FILE));
-    expect(rules.map((r) => r.name).sort()).toEqual(expect.arrayContaining(REQUIRED));
-    expect(new Set(rules.map((r) => r.name)).size).toBe(rules.length);
+    expect(rules.map((r) => r.alert).sort()).toEqual(expect.arrayContaining(REQUIRED));
+    expect(new Set(rules.map((r) => r.alert)).size).toBe(rules.length);
     for (const r of rules) {
-      expect(r.text, `${r.name} has for`).toMatch(/^\s+for:\s*\d+[smh]\s*$/m);
-      expect(r.text, `${r.name} has severity critical or warning`).toMatch(/^\s+severity:\s*(critical|warning)\s*$/m);
-      expect(r.text, `${r.name} has a summary`).toMatch(/^\s+summary:\s*\S/m);
-      expect(r.text, `${r.name} has a description`).toMatch(/^\s+description:\s*\S/m);
-      expect(r.text, `${r.name} links the runbook`).toMatch(/^\s+runbook:\s*README\.md#alerts\s*$/m);
+      expect(r.for, `${r.alert} has for`).toMatch(/^\d+[smh]$/);
+      expect(r.labels?.['severity'], `${r.alert} has severity critical or warning`).toMatch(/^(critical|warning)$/);
+      expect(r.annotations?.['summary'], `${r.alert} has a summary`).toMatch(/\S/);
+      expect(r.annotations?.['description'], `${r.alert} has a description`).toMatch(/\S/);
+      expect(r.annotations?.['runbook'], `${r.alert} links the runbook`).toBe('README.md#alerts');
     }
   });
 
   it('when alerts are named, then the promtool unit tests cover the budget, auth-error and Redis-down alerts', () => {
-    const tests = read('prometheus/alerts.test.yml');
+    const shape = z.object({
+      tests: z.array(
+        z.looseObject({
+          alert_rule_test: z
+            .array(
+              z.looseObject({
+                alertname: z.unknown().optional(),
+                exp_alerts: z.array(z.looseObject({ exp_labels: z.record(z.string(), z.unknown()).optional() })).optional(),
+              }),
+            )
+            .optional(),
+        }),
+      ),
+    });
+    const cases = parseYaml(read('prometheus/alerts.test.yml'), shape).tests.flatMap((t) => t.alert_rule_test ?? []);
     for (const name of ['PolyvBrokerChannelBudgetHigh', 'PolyvBrokerUpstreamAuthFailed', 'PolyvBrokerRedisDown']) {
-      expect(tests).toMatch(new RegExp(`alertname:\\s*${name}\\s*\\n\\s*exp_alerts:\\s*\\n\\s*- exp_labels`));
+      const firing = cases.filter((c) => c.alertname === name && (c.exp_alerts ?? []).length > 0);
+      expect(firing.length, `${name} is expected to fire in some test`).toBeGreaterThan(0);
+      for (const c of firing) for (const a of c.exp_alerts ?? []) expect(a.exp_labels, `${name}: the expected alert names its labels`).toBeDefined();
     }
   });
 
   it('when Prometheus loads its config, then it scrapes the compose services and loads the alerts', () => {
-    const config = read('prometheus/prometheus.yml');
-    expect(config).toMatch(new RegExp(`job_name:\\s*${SCRAPE_JOB}\\s*$`, 'm'));
-    for (const target of ['api-1:8080', 'api-2:8080', 'worker:8080']) expect(config).toContain(`'${target}'`);
-    expect(config).toMatch(/^rule_files:\s*\n\s+- alerts\.yml\s*$/m);
+    const shape = z.object({
+      rule_files: z.array(z.unknown()),
+      scrape_configs: z.array(
+        z.looseObject({ job_name: z.unknown().optional(), static_configs: z.array(z.looseObject({ targets: z.array(z.unknown()) })).optional() }),
+      ),
+    });
+    const config = parseYaml(read('prometheus/prometheus.yml'), shape);
+    const job = config.scrape_configs.find((c) => c.job_name === SCRAPE_JOB);
+    expect(job, `a scrape job named ${SCRAPE_JOB}`).toBeDefined();
+    const targets = (job?.static_configs ?? []).flatMap((c) => c.targets);
+    for (const target of ['api-1:8080', 'api-2:8080', 'worker:8080']) expect(targets).toContain(target);
+    expect(config.rule_files).toEqual(['alerts.yml']);
   });
 
   it.skipIf(!onPath('promtool'))('when promtool checks the config and rules and runs the rule unit tests, then all pass', () => {
@@ -446,37 +506,35 @@ describe('Prometheus alert rules', () => {
 
 // ------------------------------------------------------------------------------------------ docker-compose
 
-/** The service blocks of `docker-compose config` output (normalised YAML, services at two spaces). */
-function serviceBlocks(normalised: string): Map<string, string> {
-  const lines = normalised.split('\n');
-  const start = lines.indexOf('services:');
-  const blocks = new Map<string, string>();
-  let name: string | undefined;
-  let body: string[] = [];
-  for (const line of lines.slice(start + 1)) {
-    if (/^\S/.test(line)) break;
-    const m = /^ {2}([\w.-]+):$/.exec(line);
-    if (m !== null) {
-      if (name !== undefined) blocks.set(name, body.join('\n'));
-      name = m[1];
-      body = [];
-    } else body.push(line);
-  }
-  if (name !== undefined) blocks.set(name, body.join('\n'));
-  return blocks;
-}
+/** The parts of a compose file (as written, or as `docker-compose config` prints it) that the tests read. */
+const ComposeShape = z.object({
+  services: z.record(
+    z.string(),
+    z.looseObject({
+      image: z.unknown().optional(),
+      init: z.unknown().optional(),
+      command: z.unknown().optional(),
+      healthcheck: z.unknown().optional(),
+      profiles: z.unknown().optional(),
+      environment: z.union([z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])), z.array(z.string())]).optional(),
+      secrets: z.array(z.union([z.string(), z.looseObject({ source: z.unknown().optional() })])).optional(),
+      volumes: z.array(z.unknown()).optional(),
+    }),
+  ),
+  secrets: z.record(z.string(), z.looseObject({ file: z.unknown().optional() })).optional(),
+});
 
-function environmentOf(block: string): Map<string, string> {
-  const env = new Map<string, string>();
-  const lines = block.split('\n');
-  const start = lines.indexOf('    environment:');
-  if (start < 0) return env;
-  for (const line of lines.slice(start + 1)) {
-    const m = /^ {6}([A-Za-z0-9_]+):\s*(.*)$/.exec(line);
-    if (m === null) break;
-    env.set(m[1]!, m[2]!.replace(/^(['"])(.*)\1$/, '$2'));
-  }
-  return env;
+type ComposeService = z.infer<typeof ComposeShape>['services'][string];
+
+const parseCompose = (text: string) => parseYaml(text, ComposeShape, '1.1');
+
+/** A service's environment as the container sees it: every value a string, an unset one empty. */
+function environmentOf(service: ComposeService): Map<string, string> {
+  const env = service.environment ?? {};
+  const entries = Array.isArray(env)
+    ? env.map((line): [string, string] => [line.split('=')[0]!, line.includes('=') ? line.slice(line.indexOf('=') + 1) : ''])
+    : Object.entries(env).map(([k, v]): [string, string] => [k, v === null ? '' : String(v)]);
+  return new Map(entries);
 }
 
 describe.skipIf(!onPath('docker-compose'))('docker-compose.yml', () => {
@@ -512,46 +570,56 @@ describe.skipIf(!onPath('docker-compose'))('docker-compose.yml', () => {
   it('when the stack is resolved, then brokers use the broker env names, the secret file, Redis and init', () => {
     const r = compose(['--profile', 'dev', 'config']);
     expect(r.status, r.output).toBe(0);
-    const services = serviceBlocks(r.output);
+    const stack = parseCompose(r.stdout);
+    const service = (name: string): ComposeService => {
+      const found = stack.services[name];
+      expect(found, name).toBeDefined();
+      return found!;
+    };
     const known = new Set(Object.keys(envSchema.shape));
-    for (const [service, role] of Object.entries(BROKERS)) {
-      const block = services.get(service);
-      expect(block, service).toBeDefined();
-      const e = environmentOf(block!);
-      expect([...e.keys()].filter((k) => !known.has(k)), `${service}: variables the broker does not read`).toEqual([]);
-      expect(e.get('BROKER_ROLE'), service).toBe(role);
-      expect(e.get('REDIS_URL'), service).toBe('redis://redis:6379');
-      expect(e.get('POLYV_APP_ID'), service).toBe('demoappid1');
-      expect(e.get('BROKER_API_KEYS'), service).toBe('ops:ops-test-key-0123456789');
-      expect(e.get('POLYV_APP_SECRET_FILE'), service).toBe('/run/secrets/polyv_app_secret');
-      expect(e.has('POLYV_APP_SECRET'), `${service} gets the secret as a file only`).toBe(false);
-      expect(e.get('POLYV_BASE_URL'), `${service} defaults to the simulator`).toBe('http://polyv-sim:8090');
-      expect(block, service).toMatch(/^ {4}init: true$/m);
-      expect(block, service).toMatch(/^ {4}- source: polyv_app_secret$/m);
-      expect(block, service).toMatch(/^ {4}healthcheck:$/m);
+    for (const [name, role] of Object.entries(BROKERS)) {
+      const broker = service(name);
+      const e = environmentOf(broker);
+      expect([...e.keys()].filter((k) => !known.has(k)), `${name}: variables the broker does not read`).toEqual([]);
+      expect(e.get('BROKER_ROLE'), name).toBe(role);
+      expect(e.get('REDIS_URL'), name).toBe('redis://redis:6379');
+      expect(e.get('POLYV_APP_ID'), name).toBe('demoappid1');
+      expect(e.get('BROKER_API_KEYS'), name).toBe('ops:ops-test-key-0123456789');
+      expect(e.get('POLYV_APP_SECRET_FILE'), name).toBe('/run/secrets/polyv_app_secret');
+      expect(e.has('POLYV_APP_SECRET'), `${name} gets the secret as a file only`).toBe(false);
+      expect(e.get('POLYV_BASE_URL'), `${name} defaults to the simulator`).toBe('http://polyv-sim:8090');
+      expect(broker.init, name).toBe(true);
+      expect(broker.secrets?.map((x) => (typeof x === 'string' ? x : x.source)), name).toContain('polyv_app_secret');
+      expect(broker.healthcheck, name).toHaveProperty('test');
     }
-    expect(r.output).toMatch(/^secrets:\n {2}polyv_app_secret:\n {4}file: .*\/secrets\/polyv_app_secret$/m);
+    expect(stack.secrets?.['polyv_app_secret']?.file).toMatch(/\/secrets\/polyv_app_secret$/);
 
-    const sim = services.get('polyv-sim')!;
-    expect(sim).toMatch(/^ {4}init: true$/m);
-    expect(sim).toMatch(/^ {4}command:\n {4}- node\n {4}- dist\/src\/cli\/bin\.js\n {4}- sim$/m);
+    const sim = service('polyv-sim');
+    expect(sim.init).toBe(true);
+    expect(sim.command).toEqual(['node', 'dist/src/cli/bin.js', 'sim']);
     expect(environmentOf(sim)).toEqual(new Map([['SIM_HOST', '0.0.0.0'], ['SIM_PORT', '8090']]));
     // Only the simulator is behind a profile: a plain `up` starts the rest.
-    for (const [service, block] of services) {
-      if (service === 'polyv-sim') expect(block).toMatch(/^ {4}profiles:\n {4}- dev$/m);
-      else expect(block, service).not.toMatch(/^ {4}profiles:/m);
+    for (const [name, s] of Object.entries(stack.services)) {
+      if (name === 'polyv-sim') expect(s.profiles).toEqual(['dev']);
+      else expect(s.profiles, name).toBeUndefined();
     }
 
-    const redis = services.get('redis')!;
-    expect(redis).toMatch(/^ {4}image: redis:7-alpine$/m);
-    expect(redis).toMatch(/- --appendonly\n\s+- ['"]yes['"]\n\s+- --maxmemory-policy\n\s+- noeviction/);
+    const redis = service('redis');
+    expect(redis.image).toBe('redis:7-alpine');
+    const command = Array.isArray(redis.command) ? redis.command : [];
+    const appendOnly = command.indexOf('--appendonly');
+    expect(command.slice(appendOnly, appendOnly + 4)).toEqual(['--appendonly', 'yes', '--maxmemory-policy', 'noeviction']);
 
     const withPrometheusEnv = compose(['config'], { ...env, POLYV_BASE_URL: 'https://api.polyv.net' });
-    expect(environmentOf(serviceBlocks(withPrometheusEnv.output).get('worker')!).get('POLYV_BASE_URL')).toBe('https://api.polyv.net');
+    expect(withPrometheusEnv.status, withPrometheusEnv.output).toBe(0);
+    const worker = parseCompose(withPrometheusEnv.stdout).services['worker'];
+    expect(worker && environmentOf(worker).get('POLYV_BASE_URL')).toBe('https://api.polyv.net');
 
-    const prometheus = services.get('prometheus')!;
-    expect(prometheus).toMatch(/prometheus\/prometheus\.yml:\/etc\/prometheus\/prometheus\.yml:ro/);
-    expect(prometheus).toMatch(/prometheus\/alerts\.yml:\/etc\/prometheus\/alerts\.yml:ro/);
+    const volumes = service('prometheus').volumes ?? [];
+    for (const file of ['prometheus.yml', 'alerts.yml']) {
+      const mount = `prometheus/${file}:/etc/prometheus/${file}:ro`;
+      expect(volumes.some((v) => typeof v === 'string' && v.endsWith(mount)), `prometheus mounts ${mount}`).toBe(true);
+    }
   });
 });
 
