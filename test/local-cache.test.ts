@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/lib/clock.js';
 import { createLogger } from '../src/lib/logger.js';
-import { LocalTokenCache } from '../src/service/local-token-cache.js';
+import { LocalTokenCache } from '../src/store/local-token-cache.js';
 import type { PolyvSimulator } from '../src/sim/polyv-simulator.js';
 import { RedisKeys } from '../src/store/redis-keys.js';
 import type { CachedToken } from '../src/store/token-store.js';

@@ -1,5 +1,5 @@
 import { closeOrDrop, settlesWithin } from '../lib/settle-within.js';
-import { LocalTokenCache } from '../service/local-token-cache.js';
+import { LocalTokenCache } from '../store/local-token-cache.js';
 import { CallBudget } from '../store/call-budget.js';
 import { closeRedis, createRedisClient, duplicateForSubscriber, type RedisTarget } from '../store/redis-connection.js';
 import { RedisKeys } from '../store/redis-keys.js';

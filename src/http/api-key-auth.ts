@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { BrokerError } from '../errors/broker-error.js';
 import type { ApiKey, RateLimit } from '../config/config.js';
-import type { TokenKind } from '../metrics/broker-metrics.js';
+import type { TokenKind } from '../domain/token-kinds.js';
 import type { ConsumerRateLimiter } from './consumer-rate-limiter.js';
 
 const sha256 = (text: string): Buffer => createHash('sha256').update(text, 'utf8').digest();

@@ -1,7 +1,7 @@
 import type { Response } from 'express';
 import type { PolyvAccount } from '../config/config.js';
 import { BrokerError } from '../errors/broker-error.js';
-import type { TokenKind } from '../metrics/broker-metrics.js';
+import type { TokenKind } from '../domain/token-kinds.js';
 import type { Consumer } from './api-key-auth.js';
 
 /** What a request wants to read: a kind of token of one channel, or (no `channelId`) of an account as a whole. */

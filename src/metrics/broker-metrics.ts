@@ -1,8 +1,8 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-export type TokenKind = 'channel' | 'watch_api' | 'common' | 'watch_url';
+export type { PolyvEndpoint, TokenKind } from '../domain/token-kinds.js';
+
 export type ServeOutcome = 'hit' | 'miss' | 'refresh' | 'unavailable' | 'rejected';
-export type PolyvEndpoint = 'get-channel-token' | 'get-watch-api-token' | 'common-get-token' | 'get-token-watch-url';
 
 /**
  * Every metric the broker exports, registered on one injected Registry (never the global one: tests build

@@ -3,7 +3,8 @@ import type { z } from 'zod';
 import { UpstreamError } from '../errors/broker-error.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
-import type { BrokerMetrics, PolyvEndpoint } from '../metrics/broker-metrics.js';
+import type { PolyvEndpoint } from '../domain/token-kinds.js';
+import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import { classifyEnvelopeError } from './classify-error.js';
 import {
   channelTokenDataSchema,

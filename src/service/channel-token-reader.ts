@@ -6,7 +6,7 @@ import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import type { CachedToken, TokenStore } from '../store/token-store.js';
 import type { ChannelRefresher } from './channel-refresher.js';
 import { LastServedTokens } from './last-served-tokens.js';
-import type { LocalTokenCache } from './local-token-cache.js';
+import type { LocalTokenCache } from '../store/local-token-cache.js';
 import { recordServed } from './record-served.js';
 import { isServable, type TimingPolicy } from './refresh-timing.js';
 

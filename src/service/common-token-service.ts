@@ -41,31 +41,26 @@ export class CommonTokenService {
     const minTtlMs = this.o.minTtlSeconds * 1000;
     const needed = (t: CommonToken | null) => t === null || t.expireTime - clock.now() < minTtlMs || t.token === rejectedToken;
 
-    const cached = await store.read();
-    let token = cached;
+    const { value: token, fetched } = await this.o.flights.readOrRun({
+      store,
+      purpose: rejectedToken === undefined ? 'read' : `rejected\n${rejectedToken}`,
+      needed,
+      fetch: () =>
+        this.o.gateway.call({
+          account,
+          channelId,
+          kind: 'common',
+          send: async () => {
+            const data = await this.o.polyv.getCommonToken(account, channelId);
+            const fetchedAt = clock.now();
+            const fresh: CommonToken = { ...data, fetchedAt, expireTime: fetchedAt + this.o.ttlSeconds * 1000 };
+            await store.write(fresh, this.o.ttlSeconds * 1000);
+            return fresh;
+          },
+        }),
+    });
     let outcome: ServedCommonToken['outcome'] = 'hit';
-    if (token === null || needed(token)) {
-      outcome = rejectedToken === undefined ? 'miss' : 'refresh';
-      token = await this.o.flights.run({
-        store,
-        purpose: rejectedToken === undefined ? 'read' : `rejected\n${rejectedToken}`,
-        needed,
-        justRead: cached,
-        fetch: () =>
-          this.o.gateway.call({
-            account,
-            channelId,
-            kind: 'common',
-            send: async () => {
-              const data = await this.o.polyv.getCommonToken(account, channelId);
-              const fetchedAt = clock.now();
-              const fresh: CommonToken = { ...data, fetchedAt, expireTime: fetchedAt + this.o.ttlSeconds * 1000 };
-              await store.write(fresh, this.o.ttlSeconds * 1000);
-              return fresh;
-            },
-          }),
-      });
-    }
+    if (fetched) outcome = rejectedToken === undefined ? 'miss' : 'refresh';
     recordServed(this.o.metrics, 'common', outcome, token.expireTime - clock.now(), minTtlMs);
     return { ...token, outcome };
   }

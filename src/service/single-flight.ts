@@ -47,6 +47,16 @@ export class SingleFlight {
     this.o = options;
   }
 
+  /**
+   * The value as stored if it is still good; otherwise the flight's (the read stands in for the flight's
+   * first one). `fetched` says which.
+   */
+  async readOrRun<T>(flight: Omit<Flight<T>, 'justRead'>): Promise<{ value: T; fetched: boolean }> {
+    const cached = await flight.store.read();
+    if (cached !== null && !flight.needed(cached)) return { value: cached, fetched: false };
+    return { value: await this.run({ ...flight, justRead: cached }), fetched: true };
+  }
+
   run<T>(flight: Flight<T>): Promise<T> {
     const key = `${flight.store.lockKey}\n${flight.purpose}`;
     const existing = this.inFlight.get(key) as Promise<T> | undefined;

@@ -49,31 +49,25 @@ export class ViewerTokenService {
     const minTtlMs = this.o.minTtlSeconds * 1000;
     const needed = (t: CachedViewerToken | null) => t === null || t.expireTime - clock.now() < minTtlMs;
 
-    const cached = await store.read();
-    let outcome: ServedViewerToken['outcome'] = 'hit';
-    let token = cached;
-    if (token === null || needed(token)) {
-      outcome = 'miss';
-      token = await this.o.flights.run({
-        store,
-        purpose: 'read',
-        needed,
-        justRead: cached,
-        fetch: () =>
-          this.o.gateway.call({
-            account,
-            channelId,
-            kind: 'watch_api',
-            send: async () => {
-              const askedAt = clock.now();
-              const data = await this.o.polyv.getWatchApiToken(account, { channelId, ...profile });
-              const fresh = { token: data.token, expireTime: askedAt + WATCH_API_TOKEN_LIFETIME_MS };
-              await store.write(fresh, fresh.expireTime - clock.now());
-              return fresh;
-            },
-          }),
-      });
-    }
+    const { value: token, fetched } = await this.o.flights.readOrRun({
+      store,
+      purpose: 'read',
+      needed,
+      fetch: () =>
+        this.o.gateway.call({
+          account,
+          channelId,
+          kind: 'watch_api',
+          send: async () => {
+            const askedAt = clock.now();
+            const data = await this.o.polyv.getWatchApiToken(account, { channelId, ...profile });
+            const fresh = { token: data.token, expireTime: askedAt + WATCH_API_TOKEN_LIFETIME_MS };
+            await store.write(fresh, fresh.expireTime - clock.now());
+            return fresh;
+          },
+        }),
+    });
+    const outcome: ServedViewerToken['outcome'] = fetched ? 'miss' : 'hit';
     recordServed(this.o.metrics, 'watch_api', outcome, token.expireTime - clock.now(), minTtlMs);
     return { token: token.token, expireTime: token.expireTime, outcome };
   }

@@ -1,4 +1,7 @@
+import { randomUUID } from 'node:crypto';
+import type { ChainableCommander } from 'ioredis';
 import type { FailureRecord } from '../errors/broker-error.js';
+import { guardRedis } from './redis-unavailable.js';
 
 /** The first step of a refresh as one round trip reads it (see FlightStore.lockAndRead). */
 export interface LockedRead<T> {
@@ -27,4 +30,24 @@ export interface FlightStore<T> {
   releaseLock(owner: string): Promise<void>;
   recordFailure(failure: FailureRecord): Promise<void>;
   readFailure(): Promise<FailureRecord | null>;
+}
+
+/**
+ * The round trip behind every FlightStore.lockAndRead: the channel's rejected mark (GET), the lock (SET NX PX
+ * with a fresh owner value) and the value (the command `read` appends), pipelined; every key carries the
+ * channel's hash tag, so on a Cluster too it is one request to one node.
+ */
+export async function lockAndReadRaw(
+  pipeline: ChainableCommander,
+  keys: { rejected: string; lock: string },
+  ttlMs: number,
+  read: (pipeline: ChainableCommander) => ChainableCommander,
+): Promise<{ rejected: string | null; owner: string | null; value: unknown }> {
+  const owner = randomUUID();
+  const replies = await guardRedis(read(pipeline.get(keys.rejected).set(keys.lock, owner, 'PX', ttlMs, 'NX')).exec());
+  const [rejected, locked, value] = (replies ?? []).map(([err, reply]) => {
+    if (err !== null) throw err;
+    return reply;
+  });
+  return { rejected: typeof rejected === 'string' ? rejected : null, owner: locked === 'OK' ? owner : null, value };
 }

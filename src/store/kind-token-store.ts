@@ -1,7 +1,6 @@
-import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { FailureRecord } from '../errors/broker-error.js';
-import type { FlightStore, LockedRead } from './flight-store.js';
+import { lockAndReadRaw, type FlightStore, type LockedRead } from './flight-store.js';
 import type { RedisKeys } from './redis-keys.js';
 import { defineScripts, type RedisClient } from './redis-scripts.js';
 import { guardRedis } from './redis-unavailable.js';
@@ -91,18 +90,8 @@ export class KindTokenStore {
       channelId,
       read,
       lockAndRead: async (ttlMs): Promise<LockedRead<T>> => {
-        const owner = randomUUID();
-        // One round trip: every key here carries the channel's hash tag.
-        const replies = await guardRedis(this.redis.pipeline().get(rejectedKey).set(lockKey, owner, 'PX', ttlMs, 'NX').get(key).exec());
-        const [rejected, locked, value] = (replies ?? []).map(([err, reply]) => {
-          if (err !== null) throw err;
-          return reply;
-        });
-        return {
-          rejected: typeof rejected === 'string' ? rejected : null,
-          owner: locked === 'OK' ? owner : null,
-          current: this.open(typeof value === 'string' ? value : null, key, schema),
-        };
+        const { rejected, owner, value } = await lockAndReadRaw(this.redis.pipeline(), { rejected: rejectedKey, lock: lockKey }, ttlMs, (p) => p.get(key));
+        return { rejected, owner, current: this.open(typeof value === 'string' ? value : null, key, schema) };
       },
       isLocked: async () => (await guardRedis(this.redis.exists(lockKey))) === 1,
       releaseLock: async (owner) => {

@@ -23,6 +23,25 @@ return 1
 `;
 
 /**
+ * The sliding-window step both slot scripts share: with `now`, `window` and `limit` set, and KEYS[1] the
+ * window's sorted set and KEYS[2] the counter hash, either returns {0, used, msUntilASlotFrees} or leaves
+ * `used` (before this call) and `seq` (the new slot's number) set, the slot taken.
+ */
+const SLIDING_WINDOW_TAKE = `redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[1])
+if used >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  local wait = window
+  if oldest[2] then wait = tonumber(oldest[2]) + window - now end
+  if wait < 1 then wait = 1 end
+  return {0, used, wait}
+end
+local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+redis.call('ZADD', KEYS[1], now, seq)
+redis.call('PEXPIRE', KEYS[1], window)
+`;
+
+/**
  * Sliding-window call budget of one channel and endpoint. Takes one slot if fewer than `limit` calls happened
  * in the last `window` ms, unless the channel is marked rejected (PolyV called it illegal) and the caller
  * obeys the mark.
@@ -38,19 +57,7 @@ if ARGV[4] == '1' then
   local rejected = redis.call('GET', KEYS[3])
   if rejected then return {3, 0, rejected} end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local used = redis.call('ZCARD', KEYS[1])
-if used >= limit then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  local wait = window
-  if oldest[2] then wait = tonumber(oldest[2]) + window - now end
-  if wait < 1 then wait = 1 end
-  return {0, used, wait}
-end
-local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
-redis.call('ZADD', KEYS[1], now, seq)
-redis.call('PEXPIRE', KEYS[1], window)
-return {1, used + 1, seq}
+${SLIDING_WINDOW_TAKE}return {1, used + 1, seq}
 `;
 
 /**
@@ -74,19 +81,7 @@ end
 if retryAt > 0 and now < retryAt and ARGV[4] ~= '1' then
   return {2, retryAt - now, redis.call('HGET', KEYS[3], 'message') or ''}
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local used = redis.call('ZCARD', KEYS[1])
-if used >= limit then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  local wait = window
-  if oldest[2] then wait = tonumber(oldest[2]) + window - now end
-  if wait < 1 then wait = 1 end
-  return {0, used, wait}
-end
-local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
-redis.call('ZADD', KEYS[1], now, seq)
-redis.call('PEXPIRE', KEYS[1], window)
-local probe = 0
+${SLIDING_WINDOW_TAKE}local probe = 0
 if retryAt > 0 then
   probe = 1
   redis.call('HSET', KEYS[3], 'retryAt', now + tonumber(ARGV[5]))

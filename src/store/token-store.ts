@@ -1,7 +1,6 @@
-import { randomUUID } from 'node:crypto';
 import type { FailureRecord } from '../errors/broker-error.js';
 import type { Logger } from '../lib/logger.js';
-import type { FlightStore } from './flight-store.js';
+import { lockAndReadRaw, type FlightStore } from './flight-store.js';
 import { guardRedis } from './redis-unavailable.js';
 import { batchRead } from './batch-read.js';
 import type { RedisKeys } from './redis-keys.js';
@@ -80,25 +79,10 @@ export class TokenStore {
     channelId: string,
     ttlMs: number,
   ): Promise<{ rejected: string | null; owner: string | null; current: CachedToken | null }> {
-    const owner = randomUUID();
     const tokenKey = this.keys.token(appId, channelId);
-    const replies = await guardRedis(
-      this.redis
-        .pipeline()
-        .get(this.keys.rejected(appId, channelId))
-        .set(this.keys.lock(appId, channelId), owner, 'PX', ttlMs, 'NX')
-        .hgetall(tokenKey)
-        .exec(),
-    );
-    const [rejected, locked, token] = (replies ?? []).map(([err, value]) => {
-      if (err !== null) throw err;
-      return value;
-    });
-    return {
-      rejected: typeof rejected === 'string' ? rejected : null,
-      owner: locked === 'OK' ? owner : null,
-      current: this.parseToken(tokenKey, (token ?? {}) as Record<string, string>, appId, channelId),
-    };
+    const keys = { rejected: this.keys.rejected(appId, channelId), lock: this.keys.lock(appId, channelId) };
+    const { rejected, owner, value } = await lockAndReadRaw(this.redis.pipeline(), keys, ttlMs, (p) => p.hgetall(tokenKey));
+    return { rejected, owner, current: this.parseToken(tokenKey, (value ?? {}) as Record<string, string>, appId, channelId) };
   }
 
   private parseToken(tokenKey: string, h: Record<string, string>, appId: string, channelId: string): CachedToken | null {

@@ -1,7 +1,8 @@
 import { Router, type Response } from 'express';
 import { z } from 'zod';
 import { RequestError } from '../../errors/broker-error.js';
-import type { BrokerMetrics, TokenKind } from '../../metrics/broker-metrics.js';
+import type { TokenKind } from '../../domain/token-kinds.js';
+import type { BrokerMetrics } from '../../metrics/broker-metrics.js';
 import type { AccountRegistry } from '../../service/account-registry.js';
 import type { CommonTokenService } from '../../service/common-token-service.js';
 import type { ViewerTokenService } from '../../service/viewer-token-service.js';

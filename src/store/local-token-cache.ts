@@ -1,8 +1,8 @@
-import type { RedisClient } from '../store/redis-scripts.js';
+import type { RedisClient } from './redis-scripts.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
-import { parseTokenEvent } from '../store/token-events.js';
-import type { CachedToken } from '../store/token-store.js';
+import { parseTokenEvent } from './token-events.js';
+import type { CachedToken } from './token-store.js';
 
 export interface LocalTokenCacheOptions {
   /** A connection of its own: it enters subscriber mode. The cache connects it in start() and quits it in stop(). */
