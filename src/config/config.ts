@@ -4,7 +4,9 @@ import { CHANNEL_ID_RE, KEY_NAME_RE, MIN_API_KEY_LENGTH, envSchema, type ParsedE
 import { resolveSecuritySettings } from './security-settings.js';
 import { resolveAccountsAndConsumers } from './config-file.js';
 import type { TokenKind } from '../metrics/broker-metrics.js';
-import type { RedisDeployment } from '../store/redis-connection.js';
+import type { RedisDeployment } from './redis-deployment.js';
+
+export type { RedisDeployment } from './redis-deployment.js';
 
 export type BrokerRole = 'all' | 'api' | 'worker';
 export type LogLevel = ParsedEnv['LOG_LEVEL'];

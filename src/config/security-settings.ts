@@ -1,4 +1,4 @@
-import type { RedisDeployment } from '../store/redis-connection.js';
+import type { RedisDeployment } from './redis-deployment.js';
 import { ENCRYPTION_KEY_BYTES, parseEncryptionKey } from './encryption-key.js';
 import type { ParsedEnv } from './env-schema.js';
 
