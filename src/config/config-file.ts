@@ -5,6 +5,7 @@ import { z } from 'zod';
 import type { TokenKind } from '../metrics/broker-metrics.js';
 import type { ApiKey, ConsumerScope, PolyvAccount } from './config.js';
 import { CHANNEL_ID_RE, KEY_NAME_RE, MIN_API_KEY_LENGTH } from './env-schema.js';
+import { readSecret, type ReadFile } from './read-secret.js';
 
 /** The token kinds a consumer's scope may name; a disposable channel token counts as `channel`. */
 export const CONSUMER_KINDS = ['channel', 'watch_api', 'common', 'watch_url'] as const satisfies readonly TokenKind[];
@@ -157,10 +158,6 @@ function at(path: readonly PropertyKey[], message: string): string {
   return path.length === 0 ? `${FILE_VAR} ${message}` : `${FILE_VAR} ${formatPath(path)}: ${message}`;
 }
 
-function errorCode(err: unknown): string {
-  return err instanceof Error && 'code' in err ? String(err.code) : 'unreadable';
-}
-
 /** Line and column of a character offset, both from 1. */
 function lineAndColumn(source: string, offset: number): string {
   const before = source.slice(0, offset);
@@ -198,14 +195,13 @@ function parseFile(path: string, source: string, problems: string[]): { value: u
 }
 
 /** Reads and validates BROKER_CONFIG_FILE; undefined (with every problem listed) when it is unusable. */
-export function readConfigFile(path: string, readFile: (path: string) => string, problems: string[]): ConfigFile | undefined {
-  let source: string;
-  try {
-    source = readFile(path);
-  } catch (err) {
-    problems.push(`${FILE_VAR} cannot be read (${errorCode(err)}): ${path}`);
-    return undefined;
-  }
+export function readConfigFile(path: string, readFile: ReadFile, problems: string[]): ConfigFile | undefined {
+  const source = readSecret(
+    { name: FILE_VAR, file: path, content: 'text', fileProblem: (rule) => `${FILE_VAR} ${rule}` },
+    readFile,
+    problems,
+  );
+  if (source === undefined) return undefined;
   const raw = parseFile(path, source, problems);
   if (raw === undefined) return undefined;
   const parsed = configFileSchema.safeParse(raw.value);
@@ -228,7 +224,7 @@ export interface AccountsAndConsumersInput {
   configFile: string | undefined;
   /** The environment, for `appSecretEnv`. */
   env: Readonly<Record<string, string | undefined>>;
-  readFile: (path: string) => string;
+  readFile: ReadFile;
   problems: string[];
   /** The account of POLYV_APP_ID, named `default`; undefined when POLYV_APP_ID is unset. */
   envAccount: PolyvAccount | undefined;
@@ -258,15 +254,8 @@ function accountSecret(
   }
   if (a.appSecretFile === undefined) return undefined;
   const file = resolve(dirname(configFile), a.appSecretFile);
-  let value: string;
-  try {
-    value = input.readFile(file).trim();
-  } catch (err) {
-    problems.push(at(['accounts', index, 'appSecretFile'], `cannot be read (${errorCode(err)}): ${file}`));
-    return undefined;
-  }
-  if (value === '') problems.push(at(['accounts', index, 'appSecretFile'], `is empty: ${file}`));
-  return value;
+  const fileProblem = (rule: string) => at(['accounts', index, 'appSecretFile'], rule);
+  return readSecret({ name: `accounts[${index}].appSecret`, file, fileProblem }, input.readFile, problems);
 }
 
 const digestOf = (k: ApiKey): string =>

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors/broker-error.js';
 import { CHANNEL_ID_RE, KEY_NAME_RE, MIN_API_KEY_LENGTH, envSchema, type ParsedEnv } from './env-schema.js';
+import { readSecret, type ReadFile } from './read-secret.js';
 import { resolveSecuritySettings } from './security-settings.js';
 import { resolveAccountsAndConsumers } from './config-file.js';
 import type { TokenKind } from '../metrics/broker-metrics.js';
@@ -98,7 +99,7 @@ export interface Config {
 
 export interface LoadConfigOptions {
   /** Reads secret files; injectable for tests. */
-  readFile?: (path: string) => string;
+  readFile?: ReadFile;
 }
 
 function splitList(value: string | undefined): string[] {
@@ -114,7 +115,7 @@ function splitList(value: string | undefined): string[] {
  * variable; nothing is read from `process.env` anywhere else.
  */
 export function loadConfig(env: Readonly<Record<string, string | undefined>>, options: LoadConfigOptions = {}): Config {
-  const readFile = options.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
+  const readFile: ReadFile = options.readFile ?? ((p) => readFileSync(p, 'utf8'));
   const parsed = envSchema.safeParse(env);
   const problems: string[] = [];
   if (!parsed.success) {
@@ -127,7 +128,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>, op
   const e = parsed.data;
 
   // With BROKER_CONFIG_FILE, POLYV_APP_ID and BROKER_API_KEYS may be left out (the file's accounts/consumers).
-  const appSecret = e.POLYV_APP_ID === undefined ? undefined : resolveSecret(e, readFile, problems);
+  const appSecretSource = { name: 'POLYV_APP_SECRET', value: e.POLYV_APP_SECRET, file: e.POLYV_APP_SECRET_FILE, required: true };
+  const appSecret = e.POLYV_APP_ID === undefined ? undefined : readSecret(appSecretSource, readFile, problems);
   const security = resolveSecuritySettings(e, readFile, problems);
   const envKeysGiven = e.BROKER_API_KEYS !== undefined || e.BROKER_API_KEYS_FILE !== undefined || e.BROKER_CONFIG_FILE === undefined;
   const envApiKeys = envKeysGiven ? parseApiKeys(security.apiKeys, problems) : [];
@@ -214,28 +216,6 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>, op
     shutdownTimeoutMs: e.BROKER_SHUTDOWN_TIMEOUT_MS,
     logLevel: e.LOG_LEVEL,
   };
-}
-
-function resolveSecret(e: ParsedEnv, readFile: (p: string) => string, problems: string[]): string | undefined {
-  if (e.POLYV_APP_SECRET !== undefined && e.POLYV_APP_SECRET_FILE !== undefined) {
-    problems.push('POLYV_APP_SECRET and POLYV_APP_SECRET_FILE are both set: give exactly one');
-    return undefined;
-  }
-  if (e.POLYV_APP_SECRET !== undefined) return e.POLYV_APP_SECRET;
-  if (e.POLYV_APP_SECRET_FILE === undefined) {
-    problems.push('POLYV_APP_SECRET (or POLYV_APP_SECRET_FILE) is required');
-    return undefined;
-  }
-  let secret: string;
-  try {
-    secret = readFile(e.POLYV_APP_SECRET_FILE).trim();
-  } catch (err) {
-    const reason = err instanceof Error && 'code' in err ? String(err.code) : 'unreadable';
-    problems.push(`POLYV_APP_SECRET_FILE cannot be read (${reason}): ${e.POLYV_APP_SECRET_FILE}`);
-    return undefined;
-  }
-  if (secret === '') problems.push(`POLYV_APP_SECRET_FILE is empty: ${e.POLYV_APP_SECRET_FILE}`);
-  return secret;
 }
 
 function parseApiKeys(value: string, problems: string[]): ApiKey[] {
