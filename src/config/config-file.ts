@@ -2,13 +2,9 @@ import { createHash } from 'node:crypto';
 import { dirname, extname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import type { TokenKind } from '../metrics/broker-metrics.js';
-import type { ApiKey, ConsumerScope, PolyvAccount } from './config.js';
+import { TOKEN_KINDS } from '../domain/token-kinds.js';
 import { CHANNEL_ID_RE, KEY_NAME_RE, MIN_API_KEY_LENGTH } from './env-schema.js';
 import { readSecret, type ReadFile } from './read-secret.js';
-
-/** The token kinds a consumer's scope may name; a disposable channel token counts as `channel`. */
-export const CONSUMER_KINDS = ['channel', 'watch_api', 'common', 'watch_url'] as const satisfies readonly TokenKind[];
 
 const FILE_VAR = 'BROKER_CONFIG_FILE';
 const ACCOUNT_NAME_RE = /^[a-z0-9_-]{1,32}$/;
@@ -99,7 +95,8 @@ const consumerSchema = z
       .optional(),
     accounts: list(text('an account name'), 'account names').optional(),
     channels: list(channelIdSchema, 'channel IDs').optional(),
-    kinds: list(z.enum(CONSUMER_KINDS, { error: `must be one of ${CONSUMER_KINDS.join(', ')}` }), 'token kinds').optional(),
+    // A disposable channel token counts as `channel`.
+    kinds: list(z.enum(TOKEN_KINDS, { error: `must be one of ${TOKEN_KINDS.join(', ')}` }), 'token kinds').optional(),
     rateLimit: z
       .strictObject(
         {
@@ -146,6 +143,33 @@ export const configFileSchema = z
   });
 
 export type ConfigFile = z.output<typeof configFileSchema>;
+type FileAccount = z.output<typeof accountSchema>;
+type FileConsumer = z.output<typeof consumerSchema>;
+
+/**
+ * A PolyV account as the broker uses it: an entry of `accounts` (or POLYV_APP_ID, named `default`) with its
+ * appSecret resolved. `name` is used in routes and logs; `budgets` absent: the env budgets apply.
+ */
+export type PolyvAccount = Readonly<Pick<FileAccount, 'name' | 'appId' | 'budgets'>> & {
+  readonly appSecret: string;
+  /** Channels kept warm from start-up. */
+  readonly channels: readonly string[];
+};
+
+/** What a consumer may read; an absent dimension allows everything. */
+export type ConsumerScope = Readonly<Pick<FileConsumer, 'accounts' | 'channels' | 'kinds'>>;
+
+/** A request rate limit of one consumer (token bucket): `perSecond` 0 means no limit; `burst` is at least 1. */
+export type RateLimit = Readonly<Required<NonNullable<FileConsumer['rateLimit']>>>;
+
+/**
+ * A consumer's key, as plain text or as its SHA-256 digest (hex); no scope: it may read everything; no
+ * `rateLimit`: the env one (BROKER_RATE_LIMIT_PER_SECOND).
+ */
+export type ApiKey = Readonly<Pick<FileConsumer, 'name'>> & { readonly scope?: ConsumerScope; readonly rateLimit?: RateLimit } & (
+  | { readonly key: string; readonly keySha256?: undefined }
+  | { readonly keySha256: string; readonly key?: undefined }
+);
 
 /** `['accounts', 1, 'appSecretEnv']` → `accounts[1].appSecretEnv`. */
 function formatPath(path: readonly PropertyKey[]): string {

@@ -3,55 +3,14 @@ import { ConfigError } from '../errors/broker-error.js';
 import { CHANNEL_ID_RE, KEY_NAME_RE, MIN_API_KEY_LENGTH, envSchema, type ParsedEnv } from './env-schema.js';
 import { readSecret, type ReadFile } from './read-secret.js';
 import { resolveSecuritySettings } from './security-settings.js';
-import { resolveAccountsAndConsumers } from './config-file.js';
-import type { TokenKind } from '../metrics/broker-metrics.js';
+import { resolveAccountsAndConsumers, type ApiKey, type PolyvAccount, type RateLimit } from './config-file.js';
 import type { RedisDeployment } from './redis-deployment.js';
 
+export type { ApiKey, ConsumerScope, PolyvAccount, RateLimit } from './config-file.js';
 export type { RedisDeployment } from './redis-deployment.js';
 
 export type BrokerRole = 'all' | 'api' | 'worker';
 export type LogLevel = ParsedEnv['LOG_LEVEL'];
-
-export interface PolyvAccount {
-  /** Short name used in routes and logs; the env account is called `default`. */
-  readonly name: string;
-  readonly appId: string;
-  readonly appSecret: string;
-  /** Channels kept warm from start-up. */
-  readonly channels: readonly string[];
-  /** Per-account budgets from BROKER_CONFIG_FILE; absent: the env defaults (BROKER_CHANNEL_BUDGET_PER_HOUR). */
-  readonly budgets?: {
-    readonly channelTokenPerHour?: number;
-    readonly watchTokenPerHour?: number;
-    readonly commonTokenPerHour?: number;
-    readonly watchUrlPerHour?: number;
-  };
-}
-
-/** What a consumer may read; an absent dimension allows everything. */
-export interface ConsumerScope {
-  /** Account names. */
-  readonly accounts?: readonly string[];
-  /** Channel IDs, in any account the consumer may use. */
-  readonly channels?: readonly string[];
-  readonly kinds?: readonly TokenKind[];
-}
-
-/** A request rate limit of one consumer (token bucket); `perSecond` 0 means no limit. */
-export interface RateLimit {
-  readonly perSecond: number;
-  /** Most requests at once after being idle; at least 1. */
-  readonly burst: number;
-}
-
-/**
- * A consumer's key, as plain text or as its SHA-256 digest (hex); no scope: it may read everything; no
- * `rateLimit`: the env one (BROKER_RATE_LIMIT_PER_SECOND).
- */
-export type ApiKey = { readonly name: string; readonly scope?: ConsumerScope; readonly rateLimit?: RateLimit } & (
-  | { readonly key: string; readonly keySha256?: undefined }
-  | { readonly keySha256: string; readonly key?: undefined }
-);
 
 /** The broker's whole configuration, validated once at start-up. */
 export interface Config {
