@@ -260,8 +260,8 @@ export interface AccountsAndConsumersInput {
 
 export interface AccountsAndConsumers {
   /** The default account first: the env account if there is one, else the file's first account. */
-  readonly accounts: PolyvAccount[];
-  readonly apiKeys: ApiKey[];
+  readonly accounts: readonly PolyvAccount[];
+  readonly apiKeys: readonly ApiKey[];
 }
 
 function accountSecret(

@@ -7,10 +7,13 @@ import { readSecret, type ReadFile } from './read-secret.js';
 export interface SecuritySettings {
   /** BROKER_API_KEYS or the content of BROKER_API_KEYS_FILE, lines joined by commas ('' if unusable). */
   readonly apiKeys: string;
+  /** TLS settings for rediss:// (every connection, BullMQ's included); `ca` is PEM text. */
   readonly redisTls: { readonly ca: string | undefined };
-  /** REDIS_CLUSTER_NODES or REDIS_SENTINELS with their credentials and TLS; undefined: REDIS_URL (or embedded). */
+  /** A Redis Cluster (REDIS_CLUSTER_NODES) or Sentinel (REDIS_SENTINELS) with their credentials and TLS; undefined: REDIS_URL. */
   readonly redisDeployment: RedisDeployment | undefined;
+  /** Tokens at rest: `key` encrypts and decrypts, `oldKeys` only decrypt; no key: plain text. */
   readonly encryption: { readonly key: Buffer | undefined; readonly oldKeys: readonly Buffer[] };
+  /** A separate listener for /metrics, /healthz and /readyz; undefined: they are served on the main port. */
   readonly admin: { readonly port: number; readonly host: string } | undefined;
 }
 
