@@ -42,15 +42,7 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
  * type cycle). They are being removed; the checks below skip exactly these, and fail on an entry that no longer
  * exists or is no longer type-only. THIS LIST MUST SHRINK TO EMPTY: never add to it.
  */
-const KNOWN_TYPE_EDGES_TO_REMOVE: readonly string[] = [
-  // config/ takes domain words and Redis settings from the layers it configures
-  'config/config-file.ts -> metrics/broker-metrics.ts',
-  'config/config.ts -> metrics/broker-metrics.ts',
-  'config/config.ts -> store/redis-connection.ts',
-  'config/security-settings.ts -> store/redis-connection.ts',
-  // the type half of the cycle config/config.ts -> config/config-file.ts -type-> config/config.ts
-  'config/config-file.ts -> config/config.ts',
-];
+const KNOWN_TYPE_EDGES_TO_REMOVE: readonly string[] = [];
 
 const known = new Set(KNOWN_TYPE_EDGES_TO_REMOVE);
 const checked = edges.filter((e) => !known.has(edgeName(e)));

@@ -2,12 +2,9 @@ import { createHash } from 'node:crypto';
 import { dirname, extname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import type { TokenKind } from '../metrics/broker-metrics.js';
-import type { ApiKey, ConsumerScope, PolyvAccount } from './config.js';
+import { TOKEN_KINDS } from '../domain/token-kinds.js';
 import { CHANNEL_ID_RE, KEY_NAME_RE, MIN_API_KEY_LENGTH } from './env-schema.js';
-
-/** The token kinds a consumer's scope may name; a disposable channel token counts as `channel`. */
-export const CONSUMER_KINDS = ['channel', 'watch_api', 'common', 'watch_url'] as const satisfies readonly TokenKind[];
+import { readSecret, type ReadFile } from './read-secret.js';
 
 const FILE_VAR = 'BROKER_CONFIG_FILE';
 const ACCOUNT_NAME_RE = /^[a-z0-9_-]{1,32}$/;
@@ -98,7 +95,8 @@ const consumerSchema = z
       .optional(),
     accounts: list(text('an account name'), 'account names').optional(),
     channels: list(channelIdSchema, 'channel IDs').optional(),
-    kinds: list(z.enum(CONSUMER_KINDS, { error: `must be one of ${CONSUMER_KINDS.join(', ')}` }), 'token kinds').optional(),
+    // A disposable channel token counts as `channel`.
+    kinds: list(z.enum(TOKEN_KINDS, { error: `must be one of ${TOKEN_KINDS.join(', ')}` }), 'token kinds').optional(),
     rateLimit: z
       .strictObject(
         {
@@ -145,6 +143,33 @@ export const configFileSchema = z
   });
 
 export type ConfigFile = z.output<typeof configFileSchema>;
+type FileAccount = z.output<typeof accountSchema>;
+type FileConsumer = z.output<typeof consumerSchema>;
+
+/**
+ * A PolyV account as the broker uses it: an entry of `accounts` (or POLYV_APP_ID, named `default`) with its
+ * appSecret resolved. `name` is used in routes and logs; `budgets` absent: the env budgets apply.
+ */
+export type PolyvAccount = Readonly<Pick<FileAccount, 'name' | 'appId' | 'budgets'>> & {
+  readonly appSecret: string;
+  /** Channels kept warm from start-up. */
+  readonly channels: readonly string[];
+};
+
+/** What a consumer may read; an absent dimension allows everything. */
+export type ConsumerScope = Readonly<Pick<FileConsumer, 'accounts' | 'channels' | 'kinds'>>;
+
+/** A request rate limit of one consumer (token bucket): `perSecond` 0 means no limit; `burst` is at least 1. */
+export type RateLimit = Readonly<Required<NonNullable<FileConsumer['rateLimit']>>>;
+
+/**
+ * A consumer's key, as plain text or as its SHA-256 digest (hex); no scope: it may read everything; no
+ * `rateLimit`: the env one (BROKER_RATE_LIMIT_PER_SECOND).
+ */
+export type ApiKey = Readonly<Pick<FileConsumer, 'name'>> & { readonly scope?: ConsumerScope; readonly rateLimit?: RateLimit } & (
+  | { readonly key: string; readonly keySha256?: undefined }
+  | { readonly keySha256: string; readonly key?: undefined }
+);
 
 /** `['accounts', 1, 'appSecretEnv']` → `accounts[1].appSecretEnv`. */
 function formatPath(path: readonly PropertyKey[]): string {
@@ -155,10 +180,6 @@ function formatPath(path: readonly PropertyKey[]): string {
 
 function at(path: readonly PropertyKey[], message: string): string {
   return path.length === 0 ? `${FILE_VAR} ${message}` : `${FILE_VAR} ${formatPath(path)}: ${message}`;
-}
-
-function errorCode(err: unknown): string {
-  return err instanceof Error && 'code' in err ? String(err.code) : 'unreadable';
 }
 
 /** Line and column of a character offset, both from 1. */
@@ -198,14 +219,13 @@ function parseFile(path: string, source: string, problems: string[]): { value: u
 }
 
 /** Reads and validates BROKER_CONFIG_FILE; undefined (with every problem listed) when it is unusable. */
-export function readConfigFile(path: string, readFile: (path: string) => string, problems: string[]): ConfigFile | undefined {
-  let source: string;
-  try {
-    source = readFile(path);
-  } catch (err) {
-    problems.push(`${FILE_VAR} cannot be read (${errorCode(err)}): ${path}`);
-    return undefined;
-  }
+export function readConfigFile(path: string, readFile: ReadFile, problems: string[]): ConfigFile | undefined {
+  const source = readSecret(
+    { name: FILE_VAR, file: path, content: 'text', fileProblem: (rule) => `${FILE_VAR} ${rule}` },
+    readFile,
+    problems,
+  );
+  if (source === undefined) return undefined;
   const raw = parseFile(path, source, problems);
   if (raw === undefined) return undefined;
   const parsed = configFileSchema.safeParse(raw.value);
@@ -228,7 +248,7 @@ export interface AccountsAndConsumersInput {
   configFile: string | undefined;
   /** The environment, for `appSecretEnv`. */
   env: Readonly<Record<string, string | undefined>>;
-  readFile: (path: string) => string;
+  readFile: ReadFile;
   problems: string[];
   /** The account of POLYV_APP_ID, named `default`; undefined when POLYV_APP_ID is unset. */
   envAccount: PolyvAccount | undefined;
@@ -240,8 +260,8 @@ export interface AccountsAndConsumersInput {
 
 export interface AccountsAndConsumers {
   /** The default account first: the env account if there is one, else the file's first account. */
-  readonly accounts: PolyvAccount[];
-  readonly apiKeys: ApiKey[];
+  readonly accounts: readonly PolyvAccount[];
+  readonly apiKeys: readonly ApiKey[];
 }
 
 function accountSecret(
@@ -258,15 +278,8 @@ function accountSecret(
   }
   if (a.appSecretFile === undefined) return undefined;
   const file = resolve(dirname(configFile), a.appSecretFile);
-  let value: string;
-  try {
-    value = input.readFile(file).trim();
-  } catch (err) {
-    problems.push(at(['accounts', index, 'appSecretFile'], `cannot be read (${errorCode(err)}): ${file}`));
-    return undefined;
-  }
-  if (value === '') problems.push(at(['accounts', index, 'appSecretFile'], `is empty: ${file}`));
-  return value;
+  const fileProblem = (rule: string) => at(['accounts', index, 'appSecretFile'], rule);
+  return readSecret({ name: `accounts[${index}].appSecret`, file, fileProblem }, input.readFile, problems);
 }
 
 const digestOf = (k: ApiKey): string =>

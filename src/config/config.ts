@@ -1,102 +1,78 @@
 import { readFileSync } from 'node:fs';
+import { z } from 'zod';
 import { ConfigError } from '../errors/broker-error.js';
 import { CHANNEL_ID_RE, KEY_NAME_RE, MIN_API_KEY_LENGTH, envSchema, type ParsedEnv } from './env-schema.js';
-import { resolveSecuritySettings } from './security-settings.js';
-import { resolveAccountsAndConsumers } from './config-file.js';
-import type { TokenKind } from '../metrics/broker-metrics.js';
-import type { RedisDeployment } from '../store/redis-connection.js';
+import { readSecret, type ReadFile } from './read-secret.js';
+import { resolveSecuritySettings, type SecuritySettings } from './security-settings.js';
+import { resolveAccountsAndConsumers, type AccountsAndConsumers, type ApiKey } from './config-file.js';
 
-export type BrokerRole = 'all' | 'api' | 'worker';
-export type LogLevel = ParsedEnv['LOG_LEVEL'];
-
-export interface PolyvAccount {
-  /** Short name used in routes and logs; the env account is called `default`. */
-  readonly name: string;
-  readonly appId: string;
-  readonly appSecret: string;
-  /** Channels kept warm from start-up. */
-  readonly channels: readonly string[];
-  /** Per-account budgets from BROKER_CONFIG_FILE; absent: the env defaults (BROKER_CHANNEL_BUDGET_PER_HOUR). */
-  readonly budgets?: {
-    readonly channelTokenPerHour?: number;
-    readonly watchTokenPerHour?: number;
-    readonly commonTokenPerHour?: number;
-    readonly watchUrlPerHour?: number;
-  };
-}
-
-/** What a consumer may read; an absent dimension allows everything. */
-export interface ConsumerScope {
-  /** Account names. */
-  readonly accounts?: readonly string[];
-  /** Channel IDs, in any account the consumer may use. */
-  readonly channels?: readonly string[];
-  readonly kinds?: readonly TokenKind[];
-}
-
-/** A request rate limit of one consumer (token bucket); `perSecond` 0 means no limit. */
-export interface RateLimit {
-  readonly perSecond: number;
-  /** Most requests at once after being idle; at least 1. */
-  readonly burst: number;
-}
+export type { ApiKey, ConsumerScope, PolyvAccount, RateLimit } from './config-file.js';
+export type { RedisDeployment } from './redis-deployment.js';
 
 /**
- * A consumer's key, as plain text or as its SHA-256 digest (hex); no scope: it may read everything; no
- * `rateLimit`: the env one (BROKER_RATE_LIMIT_PER_SECOND).
+ * Step two of parsing, after envSchema: the variables in the shape the broker reads them. A zod transform, so
+ * the env part of `Config` is its inferred output and each variable's type is declared once, in envSchema.
  */
-export type ApiKey = { readonly name: string; readonly scope?: ConsumerScope; readonly rateLimit?: RateLimit } & (
-  | { readonly key: string; readonly keySha256?: undefined }
-  | { readonly keySha256: string; readonly key?: undefined }
+const envSettingsSchema = z.transform(
+  (e: ParsedEnv) =>
+    ({
+      redisUrl: e.REDIS_URL,
+      /** The main listener; the timeouts apply to the admin listener too (slow clients, see create-http-server.ts). */
+      http: {
+        port: e.PORT,
+        host: e.HOST,
+        headersTimeoutMs: e.BROKER_HEADERS_TIMEOUT_MS,
+        requestTimeoutMs: e.BROKER_REQUEST_TIMEOUT_MS,
+      },
+      /** Default per-consumer request limit on /v1, per replica; `perSecond` 0: off. */
+      rateLimit: {
+        perSecond: e.BROKER_RATE_LIMIT_PER_SECOND,
+        burst: e.BROKER_RATE_LIMIT_BURST ?? Math.max(1, e.BROKER_RATE_LIMIT_PER_SECOND),
+      },
+      polyv: {
+        baseUrl: e.POLYV_BASE_URL.replace(/\/+$/, ''),
+        timeoutMs: e.POLYV_TIMEOUT_MS,
+        connectTimeoutMs: e.POLYV_CONNECT_TIMEOUT_MS,
+      },
+      tokens: {
+        expireSeconds: e.BROKER_TOKEN_EXPIRE_SECONDS,
+        refreshBeforeSeconds: e.BROKER_REFRESH_BEFORE_SECONDS,
+        minTtlSeconds: e.BROKER_MIN_TTL_SECONDS,
+        rejectedChannelTtlSeconds: e.BROKER_REJECTED_CHANNEL_TTL_SECONDS,
+      },
+      budget: { channelPerHour: e.BROKER_CHANNEL_BUDGET_PER_HOUR, globalPer10s: e.BROKER_GLOBAL_LIMIT_PER_10S },
+      kinds: {
+        watchTokenPerHour: e.BROKER_WATCH_TOKEN_BUDGET_PER_HOUR,
+        commonTokenPerHour: e.BROKER_COMMON_TOKEN_BUDGET_PER_HOUR,
+        commonTokenTtlSeconds: e.BROKER_COMMON_TOKEN_TTL_SECONDS,
+        watchUrlPerHour: e.BROKER_WATCH_URL_BUDGET_PER_HOUR,
+        watchUrlPool: e.BROKER_WATCH_URL_POOL,
+        watchUrlPoolMaxAgeSeconds: e.BROKER_WATCH_URL_POOL_MAX_AGE_SECONDS,
+      },
+      role: e.BROKER_ROLE,
+      worker: { concurrency: e.BROKER_WORKER_CONCURRENCY, reconcileIntervalSeconds: e.BROKER_RECONCILE_INTERVAL_SECONDS },
+      metrics: { maxLabeledChannels: e.BROKER_METRICS_CHANNEL_LABELS },
+      /** The in-process token cache in front of Redis (see LocalTokenCache); 0 in either turns it off. */
+      localCache: { maxAgeMs: e.BROKER_LOCAL_CACHE_MAX_AGE_MS, maxEntries: e.BROKER_LOCAL_CACHE_MAX_ENTRIES },
+      redisPrefix: e.BROKER_REDIS_PREFIX,
+      dataDir: e.BROKER_DATA_DIR,
+      shutdownTimeoutMs: e.BROKER_SHUTDOWN_TIMEOUT_MS,
+      logLevel: e.LOG_LEVEL,
+    }) as const,
 );
 
-/** The broker's whole configuration, validated once at start-up. */
-export interface Config {
-  readonly redisUrl: string | undefined;
-  /** TLS settings for rediss:// (every connection, BullMQ's included); `ca` is PEM text. */
-  readonly redisTls: { readonly ca: string | undefined };
-  /** A Redis Cluster (REDIS_CLUSTER_NODES) or Sentinel (REDIS_SENTINELS), used instead of REDIS_URL; undefined: REDIS_URL. */
-  readonly redisDeployment: RedisDeployment | undefined;
-  /** Tokens at rest: `key` encrypts and decrypts, `oldKeys` only decrypt; no key: plain text. */
-  readonly encryption: { readonly key: Buffer | undefined; readonly oldKeys: readonly Buffer[] };
-  /** A separate listener for /metrics, /healthz and /readyz; undefined: they are served on the main port. */
-  readonly admin: { readonly port: number; readonly host: string } | undefined;
-  /** The main listener; the timeouts apply to the admin listener too (slow clients, see create-http-server.ts). */
-  readonly http: { readonly port: number; readonly host: string; readonly headersTimeoutMs: number; readonly requestTimeoutMs: number };
-  /** Default per-consumer request limit on /v1, per replica; `perSecond` 0: off. */
-  readonly rateLimit: RateLimit;
-  readonly polyv: { readonly baseUrl: string; readonly timeoutMs: number; readonly connectTimeoutMs: number };
-  readonly accounts: readonly PolyvAccount[];
-  readonly apiKeys: readonly ApiKey[];
-  readonly tokens: {
-    readonly expireSeconds: number;
-    readonly refreshBeforeSeconds: number;
-    readonly minTtlSeconds: number;
-    readonly rejectedChannelTtlSeconds: number;
-  };
-  readonly budget: { readonly channelPerHour: number; readonly globalPer10s: number };
-  readonly kinds: {
-    readonly watchTokenPerHour: number;
-    readonly commonTokenPerHour: number;
-    readonly commonTokenTtlSeconds: number;
-    readonly watchUrlPerHour: number;
-    readonly watchUrlPool: number;
-    readonly watchUrlPoolMaxAgeSeconds: number;
-  };
-  readonly role: BrokerRole;
-  readonly worker: { readonly concurrency: number; readonly reconcileIntervalSeconds: number };
-  readonly metrics: { readonly maxLabeledChannels: number };
-  /** The in-process token cache in front of Redis (see LocalTokenCache); 0 in either turns it off. */
-  readonly localCache: { readonly maxAgeMs: number; readonly maxEntries: number };
-  readonly redisPrefix: string;
-  readonly dataDir: string;
-  readonly shutdownTimeoutMs: number;
-  readonly logLevel: LogLevel;
-}
+/**
+ * The broker's whole configuration, validated once at start-up: the env settings, then what secrets and files
+ * resolve (Redis TLS and deployment, encryption keys, admin listener, accounts and consumers).
+ */
+export type Config = z.output<typeof envSettingsSchema> & Omit<SecuritySettings, 'apiKeys'> & AccountsAndConsumers;
+
+export type BrokerRole = Config['role'];
+export type LogLevel = Config['logLevel'];
 
 export interface LoadConfigOptions {
   /** Reads secret files; injectable for tests. */
-  readFile?: (path: string) => string;
+  readFile?: ReadFile;
 }
 
 function splitList(value: string | undefined): string[] {
@@ -112,7 +88,7 @@ function splitList(value: string | undefined): string[] {
  * variable; nothing is read from `process.env` anywhere else.
  */
 export function loadConfig(env: Readonly<Record<string, string | undefined>>, options: LoadConfigOptions = {}): Config {
-  const readFile = options.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
+  const readFile: ReadFile = options.readFile ?? ((p) => readFileSync(p, 'utf8'));
   const parsed = envSchema.safeParse(env);
   const problems: string[] = [];
   if (!parsed.success) {
@@ -125,10 +101,11 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>, op
   const e = parsed.data;
 
   // With BROKER_CONFIG_FILE, POLYV_APP_ID and BROKER_API_KEYS may be left out (the file's accounts/consumers).
-  const appSecret = e.POLYV_APP_ID === undefined ? undefined : resolveSecret(e, readFile, problems);
-  const security = resolveSecuritySettings(e, readFile, problems);
+  const appSecretSource = { name: 'POLYV_APP_SECRET', value: e.POLYV_APP_SECRET, file: e.POLYV_APP_SECRET_FILE, required: true };
+  const appSecret = e.POLYV_APP_ID === undefined ? undefined : readSecret(appSecretSource, readFile, problems);
+  const { apiKeys: envApiKeysText, ...security } = resolveSecuritySettings(e, readFile, problems);
   const envKeysGiven = e.BROKER_API_KEYS !== undefined || e.BROKER_API_KEYS_FILE !== undefined || e.BROKER_CONFIG_FILE === undefined;
-  const envApiKeys = envKeysGiven ? parseApiKeys(security.apiKeys, problems) : [];
+  const envApiKeys = envKeysGiven ? parseApiKeys(envApiKeysText, problems) : [];
   const channels = splitList(e.BROKER_CHANNELS);
   for (const ch of channels) {
     if (!CHANNEL_ID_RE.test(ch)) problems.push(`BROKER_CHANNELS entry "${ch}" must be a channel ID of 1-20 digits`);
@@ -165,75 +142,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>, op
   }
   if (problems.length > 0) throw new ConfigError(problems);
 
-  return {
-    redisUrl: e.REDIS_URL,
-    redisTls: security.redisTls,
-    redisDeployment: security.redisDeployment,
-    encryption: security.encryption,
-    admin: security.admin,
-    http: {
-      port: e.PORT,
-      host: e.HOST,
-      headersTimeoutMs: e.BROKER_HEADERS_TIMEOUT_MS,
-      requestTimeoutMs: e.BROKER_REQUEST_TIMEOUT_MS,
-    },
-    rateLimit: {
-      perSecond: e.BROKER_RATE_LIMIT_PER_SECOND,
-      burst: e.BROKER_RATE_LIMIT_BURST ?? Math.max(1, e.BROKER_RATE_LIMIT_PER_SECOND),
-    },
-    polyv: {
-      baseUrl: e.POLYV_BASE_URL.replace(/\/+$/, ''),
-      timeoutMs: e.POLYV_TIMEOUT_MS,
-      connectTimeoutMs: e.POLYV_CONNECT_TIMEOUT_MS,
-    },
-    accounts,
-    apiKeys,
-    tokens: {
-      expireSeconds: e.BROKER_TOKEN_EXPIRE_SECONDS,
-      refreshBeforeSeconds: e.BROKER_REFRESH_BEFORE_SECONDS,
-      minTtlSeconds: e.BROKER_MIN_TTL_SECONDS,
-      rejectedChannelTtlSeconds: e.BROKER_REJECTED_CHANNEL_TTL_SECONDS,
-    },
-    budget: { channelPerHour: e.BROKER_CHANNEL_BUDGET_PER_HOUR, globalPer10s: e.BROKER_GLOBAL_LIMIT_PER_10S },
-    kinds: {
-      watchTokenPerHour: e.BROKER_WATCH_TOKEN_BUDGET_PER_HOUR,
-      commonTokenPerHour: e.BROKER_COMMON_TOKEN_BUDGET_PER_HOUR,
-      commonTokenTtlSeconds: e.BROKER_COMMON_TOKEN_TTL_SECONDS,
-      watchUrlPerHour: e.BROKER_WATCH_URL_BUDGET_PER_HOUR,
-      watchUrlPool: e.BROKER_WATCH_URL_POOL,
-      watchUrlPoolMaxAgeSeconds: e.BROKER_WATCH_URL_POOL_MAX_AGE_SECONDS,
-    },
-    role: e.BROKER_ROLE,
-    worker: { concurrency: e.BROKER_WORKER_CONCURRENCY, reconcileIntervalSeconds: e.BROKER_RECONCILE_INTERVAL_SECONDS },
-    metrics: { maxLabeledChannels: e.BROKER_METRICS_CHANNEL_LABELS },
-    localCache: { maxAgeMs: e.BROKER_LOCAL_CACHE_MAX_AGE_MS, maxEntries: e.BROKER_LOCAL_CACHE_MAX_ENTRIES },
-    redisPrefix: e.BROKER_REDIS_PREFIX,
-    dataDir: e.BROKER_DATA_DIR,
-    shutdownTimeoutMs: e.BROKER_SHUTDOWN_TIMEOUT_MS,
-    logLevel: e.LOG_LEVEL,
-  };
-}
-
-function resolveSecret(e: ParsedEnv, readFile: (p: string) => string, problems: string[]): string | undefined {
-  if (e.POLYV_APP_SECRET !== undefined && e.POLYV_APP_SECRET_FILE !== undefined) {
-    problems.push('POLYV_APP_SECRET and POLYV_APP_SECRET_FILE are both set: give exactly one');
-    return undefined;
-  }
-  if (e.POLYV_APP_SECRET !== undefined) return e.POLYV_APP_SECRET;
-  if (e.POLYV_APP_SECRET_FILE === undefined) {
-    problems.push('POLYV_APP_SECRET (or POLYV_APP_SECRET_FILE) is required');
-    return undefined;
-  }
-  let secret: string;
-  try {
-    secret = readFile(e.POLYV_APP_SECRET_FILE).trim();
-  } catch (err) {
-    const reason = err instanceof Error && 'code' in err ? String(err.code) : 'unreadable';
-    problems.push(`POLYV_APP_SECRET_FILE cannot be read (${reason}): ${e.POLYV_APP_SECRET_FILE}`);
-    return undefined;
-  }
-  if (secret === '') problems.push(`POLYV_APP_SECRET_FILE is empty: ${e.POLYV_APP_SECRET_FILE}`);
-  return secret;
+  return { ...envSettingsSchema.parse(e), ...security, accounts, apiKeys };
 }
 
 function parseApiKeys(value: string, problems: string[]): ApiKey[] {

@@ -17,11 +17,7 @@ function wholeNumberIn(min: number, max: number) {
 
 /** Integer env var with a default; blank means "use the default", anything else must be a whole number in range. */
 function intVar(min: number, max: number, defaultValue: number) {
-  return z
-    .string()
-    .optional()
-    .transform((v) => (v === undefined || v.trim() === '' ? String(defaultValue) : v.trim()))
-    .pipe(wholeNumberIn(min, max));
+  return optionalString().pipe(wholeNumberIn(min, max).default(defaultValue));
 }
 
 /** Integer env var without a default: blank means unset. */
@@ -29,6 +25,10 @@ function optionalIntVar(min: number, max: number) {
   return optionalString().pipe(wholeNumberIn(min, max).optional());
 }
 
+/**
+ * Any env var starts here: trimmed, and blank means unset. Defaults are zod `.default()`s after it, so that
+ * describeEnvSchema can read them back for the README's table.
+ */
 function optionalString() {
   return z
     .string()
@@ -68,8 +68,9 @@ const KEY_NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 export const MIN_API_KEY_LENGTH = 16;
 
 /**
- * Every environment variable the broker reads, with its rule and its meaning. This schema is the single
- * source of truth: the README's configuration table is written from these descriptions.
+ * Every environment variable the broker reads, with its rule, its default and its meaning. This schema is the
+ * single source of truth: `Config` is inferred from it, and test/config-docs.test.ts checks the README's
+ * configuration table against describeEnvSchema(), which reads it back.
  */
 export const envSchema = z.object({
   REDIS_URL: optionalString()
@@ -81,11 +82,10 @@ export const envSchema = z.object({
     )
     .describe('`redis://` or `rediss://` URL; unset: an embedded redis-server with data under BROKER_DATA_DIR'),
   PORT: intVar(0, 65535, 8080).describe('HTTP port'),
-  HOST: optionalString().transform((v) => v ?? '0.0.0.0').describe('HTTP listen address (default 0.0.0.0)'),
+  HOST: optionalString().pipe(z.string().default('0.0.0.0')).describe('HTTP listen address'),
   POLYV_BASE_URL: optionalString()
-    .transform((v) => v ?? 'https://api.polyv.net')
-    .pipe(z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }))
-    .describe('PolyV API base URL (default https://api.polyv.net)'),
+    .pipe(z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).default('https://api.polyv.net'))
+    .describe('PolyV API base URL'),
   POLYV_APP_ID: optionalString()
     .pipe(z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 letters, digits, _ or -').optional())
     .describe('PolyV account appId of the `default` account (required unless BROKER_CONFIG_FILE declares accounts)'),
@@ -102,8 +102,8 @@ export const envSchema = z.object({
   BROKER_CONFIG_FILE: optionalString().describe(
     'YAML (.yaml, .yml) or JSON (.json) file declaring more PolyV accounts and scoped consumers (see "Config file")',
   ),
-  BROKER_CHANNELS: optionalString().describe('comma-separated channel IDs kept warm from start-up (default none)'),
-  BROKER_TOKEN_EXPIRE_SECONDS: intVar(1, 3600, 3600).describe('`expireSeconds` asked of PolyV (1..3600)'),
+  BROKER_CHANNELS: optionalString().describe('comma-separated channel IDs kept warm from start-up'),
+  BROKER_TOKEN_EXPIRE_SECONDS: intVar(1, 3600, 3600).describe('`expireSeconds` asked of PolyV'),
   BROKER_REFRESH_BEFORE_SECONDS: intVar(1, 3599, 300).describe('refresh this long before `expireTime`'),
   BROKER_MIN_TTL_SECONDS: intVar(0, 3599, 60).describe('never serve a token with less life left'),
   BROKER_CHANNEL_BUDGET_PER_HOUR: intVar(1, 500, 450).describe(
@@ -129,8 +129,7 @@ export const envSchema = z.object({
     'a pooled watch URL older than this is dropped, never handed out (URLs live 3600 s)',
   ),
   BROKER_ROLE: optionalString()
-    .transform((v) => v ?? 'all')
-    .pipe(z.enum(['all', 'api', 'worker'], { error: 'must be one of all, api, worker' }))
+    .pipe(z.enum(['all', 'api', 'worker'], { error: 'must be one of all, api, worker' }).default('all'))
     .describe('`all`, `api` (HTTP only) or `worker` (refresh only)'),
   BROKER_REJECTED_CHANNEL_TTL_SECONDS: intVar(1, 86_400, 300).describe(
     'how long a channel PolyV called illegal is answered from memory without asking again',
@@ -149,15 +148,14 @@ export const envSchema = z.object({
     'per-channel metric series for at most this many warm channels; 0 turns them off',
   ),
   BROKER_REDIS_PREFIX: optionalString()
-    .transform((v) => v ?? 'ptb')
-    .pipe(z.string().regex(/^[a-z0-9_-]{1,32}$/, 'must be 1-32 of a-z, 0-9, _ or -'))
+    .pipe(z.string().regex(/^[a-z0-9_-]{1,32}$/, 'must be 1-32 of a-z, 0-9, _ or -').default('ptb'))
     .describe('prefix of every Redis key the broker writes'),
   BROKER_DATA_DIR: optionalString()
-    .transform((v) => v ?? '.data')
+    .pipe(z.string().default('.data'))
     .describe('data directory of the embedded redis-server (only when REDIS_URL is unset)'),
   BROKER_SHUTDOWN_TIMEOUT_MS: intVar(100, 120_000, 10_000).describe('longest graceful shutdown before exit'),
   REDIS_TLS_CA_FILE: optionalString().describe(
-    'PEM file of the CA that signed the Redis server certificate (rediss://, or REDIS_TLS=true, with a private CA; default: system CAs)',
+    'PEM file of the CA that signed the Redis server certificate (rediss://, or REDIS_TLS=true, with a private CA); unset: the system CAs',
   ),
   REDIS_CLUSTER_NODES: hostPortList().describe(
     'comma-separated host:port seed nodes of a Redis Cluster, used instead of REDIS_URL (see "Redis Cluster and Sentinel")',
@@ -178,10 +176,9 @@ export const envSchema = z.object({
   ),
   REDIS_PASSWORD_FILE: optionalString().describe('path of a file holding REDIS_PASSWORD; exactly one of the two'),
   REDIS_TLS: optionalString()
-    .transform((v) => v ?? 'false')
-    .pipe(z.enum(['true', 'false'], { error: 'must be true or false' }))
+    .pipe(z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'))
     .transform((v) => v === 'true')
-    .describe('TLS to the Cluster nodes, or to the Sentinels and the master (with REDIS_URL, use rediss://); default false'),
+    .describe('TLS to the Cluster nodes, or to the Sentinels and the master (with REDIS_URL, use rediss://)'),
   BROKER_ENCRYPTION_KEY: optionalString().describe(
     'AES-256-GCM key (32 bytes, base64 or 64 hex digits) that encrypts tokens at rest in Redis; unset: plain text',
   ),
@@ -194,7 +191,7 @@ export const envSchema = z.object({
   ),
   BROKER_ADMIN_PORT: optionalIntVar(0, 65535)
     .describe('port of a separate admin listener for /metrics, /healthz and /readyz; unset: /metrics on PORT'),
-  BROKER_ADMIN_HOST: optionalString().describe('listen address of the admin port (default: HOST)'),
+  BROKER_ADMIN_HOST: optionalString().describe('listen address of the admin port; unset: HOST'),
   BROKER_HEADERS_TIMEOUT_MS: intVar(100, 120_000, 10_000).describe(
     'longest a client may take to send the request line and headers; slower connections are answered 408 and closed',
   ),
@@ -205,13 +202,14 @@ export const envSchema = z.object({
     'requests per second each consumer (API key) may make on /v1, per replica; 0 turns the limit off',
   ),
   BROKER_RATE_LIMIT_BURST: optionalIntVar(1, 1_000_000)
-    .describe('requests a consumer may make at once after being idle (default: BROKER_RATE_LIMIT_PER_SECOND)'),
+    .describe('requests a consumer may make at once after being idle; unset: BROKER_RATE_LIMIT_PER_SECOND'),
   LOG_LEVEL: optionalString()
-    .transform((v) => v ?? 'info')
     .pipe(
-      z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
-        error: 'must be one of fatal, error, warn, info, debug, trace, silent',
-      }),
+      z
+        .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
+          error: 'must be one of fatal, error, warn, info, debug, trace, silent',
+        })
+        .default('info'),
     )
     .describe('log level'),
 }).superRefine(

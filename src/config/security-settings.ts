@@ -1,49 +1,20 @@
-import type { RedisDeployment } from '../store/redis-connection.js';
+import type { RedisDeployment } from './redis-deployment.js';
 import { ENCRYPTION_KEY_BYTES, parseEncryptionKey } from './encryption-key.js';
 import type { ParsedEnv } from './env-schema.js';
-
-export type ReadFile = (path: string) => string;
+import { readSecret, type ReadFile } from './read-secret.js';
 
 /** The security-related part of the configuration: secrets that may come from files, Redis TLS, admin port. */
 export interface SecuritySettings {
   /** BROKER_API_KEYS or the content of BROKER_API_KEYS_FILE, lines joined by commas ('' if unusable). */
   readonly apiKeys: string;
+  /** TLS settings for rediss:// (every connection, BullMQ's included); `ca` is PEM text. */
   readonly redisTls: { readonly ca: string | undefined };
-  /** REDIS_CLUSTER_NODES or REDIS_SENTINELS with their credentials and TLS; undefined: REDIS_URL (or embedded). */
+  /** A Redis Cluster (REDIS_CLUSTER_NODES) or Sentinel (REDIS_SENTINELS) with their credentials and TLS; undefined: REDIS_URL. */
   readonly redisDeployment: RedisDeployment | undefined;
+  /** Tokens at rest: `key` encrypts and decrypts, `oldKeys` only decrypt; no key: plain text. */
   readonly encryption: { readonly key: Buffer | undefined; readonly oldKeys: readonly Buffer[] };
+  /** A separate listener for /metrics, /healthz and /readyz; undefined: they are served on the main port. */
   readonly admin: { readonly port: number; readonly host: string } | undefined;
-}
-
-/**
- * A secret given either directly (`NAME`) or as a file (`NAME_FILE`, container secrets), never both. The file
- * is read whole and trimmed; problems name the variable and the path, never the content.
- */
-export function readSecretVariable(
-  name: string,
-  direct: string | undefined,
-  file: string | undefined,
-  readFile: ReadFile,
-  problems: string[],
-): string | undefined {
-  if (direct !== undefined && file !== undefined) {
-    problems.push(`${name} and ${name}_FILE are both set: give exactly one`);
-    return undefined;
-  }
-  if (file === undefined) return direct;
-  let content: string;
-  try {
-    content = readFile(file).trim();
-  } catch (err) {
-    const reason = err instanceof Error && 'code' in err ? String(err.code) : 'unreadable';
-    problems.push(`${name}_FILE cannot be read (${reason}): ${file}`);
-    return undefined;
-  }
-  if (content === '') {
-    problems.push(`${name}_FILE is empty: ${file}`);
-    return undefined;
-  }
-  return content;
 }
 
 /** A list given one item per line or comma-separated; blank lines and `#` comment lines are ignored. */
@@ -75,7 +46,11 @@ function parseKeys(name: string, text: string | undefined, problems: string[]): 
 
 /** Reads and validates the security settings; every problem goes to `problems`, naming its variable. */
 export function resolveSecuritySettings(e: ParsedEnv, readFile: ReadFile, problems: string[]): SecuritySettings {
-  const apiKeysText = readSecretVariable('BROKER_API_KEYS', e.BROKER_API_KEYS, e.BROKER_API_KEYS_FILE, readFile, problems);
+  const apiKeysText = readSecret(
+    { name: 'BROKER_API_KEYS', value: e.BROKER_API_KEYS, file: e.BROKER_API_KEYS_FILE },
+    readFile,
+    problems,
+  );
   const apiKeys = apiKeysText === undefined ? '' : e.BROKER_API_KEYS_FILE === undefined ? apiKeysText : listText(apiKeysText);
 
   const deployed = e.REDIS_CLUSTER_NODES !== undefined || e.REDIS_SENTINELS !== undefined;
@@ -86,30 +61,21 @@ export function resolveSecuritySettings(e: ParsedEnv, readFile: ReadFile, proble
     } else if (!deployed && (e.REDIS_URL === undefined || !e.REDIS_URL.startsWith('rediss://'))) {
       problems.push('REDIS_TLS_CA_FILE is set but REDIS_URL does not start with rediss://');
     }
-    try {
-      ca = readFile(e.REDIS_TLS_CA_FILE);
-      if (!ca.includes('-----BEGIN CERTIFICATE-----')) {
-        problems.push(`REDIS_TLS_CA_FILE must hold PEM certificates (-----BEGIN CERTIFICATE-----): ${e.REDIS_TLS_CA_FILE}`);
-      }
-    } catch (err) {
-      const reason = err instanceof Error && 'code' in err ? String(err.code) : 'unreadable';
-      problems.push(`REDIS_TLS_CA_FILE cannot be read (${reason}): ${e.REDIS_TLS_CA_FILE}`);
+    ca = readSecret({ name: 'REDIS_TLS_CA', file: e.REDIS_TLS_CA_FILE, content: 'text' }, readFile, problems);
+    if (ca !== undefined && !ca.includes('-----BEGIN CERTIFICATE-----')) {
+      problems.push(`REDIS_TLS_CA_FILE must hold PEM certificates (-----BEGIN CERTIFICATE-----): ${e.REDIS_TLS_CA_FILE}`);
     }
   }
 
-  const keyText = readSecretVariable(
-    'BROKER_ENCRYPTION_KEY',
-    e.BROKER_ENCRYPTION_KEY,
-    e.BROKER_ENCRYPTION_KEY_FILE,
+  const keyText = readSecret(
+    { name: 'BROKER_ENCRYPTION_KEY', value: e.BROKER_ENCRYPTION_KEY, file: e.BROKER_ENCRYPTION_KEY_FILE },
     readFile,
     problems,
   );
   const [key, ...extra] = parseKeys('BROKER_ENCRYPTION_KEY', keyText, problems);
   if (extra.length > 0) problems.push('BROKER_ENCRYPTION_KEY must be one key (earlier keys go in BROKER_ENCRYPTION_OLD_KEYS)');
-  const oldKeysText = readSecretVariable(
-    'BROKER_ENCRYPTION_OLD_KEYS',
-    e.BROKER_ENCRYPTION_OLD_KEYS,
-    e.BROKER_ENCRYPTION_OLD_KEYS_FILE,
+  const oldKeysText = readSecret(
+    { name: 'BROKER_ENCRYPTION_OLD_KEYS', value: e.BROKER_ENCRYPTION_OLD_KEYS, file: e.BROKER_ENCRYPTION_OLD_KEYS_FILE },
     readFile,
     problems,
   );
@@ -143,11 +109,13 @@ function resolveRedisDeployment(e: ParsedEnv, ca: string | undefined, readFile: 
   for (const [name, value] of [['REDIS_CLUSTER_NODES', cluster], ['REDIS_SENTINELS', sentinels]] as const) {
     if (value !== undefined && e.REDIS_URL !== undefined) problems.push(`REDIS_URL and ${name} are both set: give one`);
   }
-  const password = readSecretVariable('REDIS_PASSWORD', e.REDIS_PASSWORD, e.REDIS_PASSWORD_FILE, readFile, problems);
-  const sentinelPassword = readSecretVariable(
-    'REDIS_SENTINEL_PASSWORD',
-    e.REDIS_SENTINEL_PASSWORD,
-    e.REDIS_SENTINEL_PASSWORD_FILE,
+  const password = readSecret(
+    { name: 'REDIS_PASSWORD', value: e.REDIS_PASSWORD, file: e.REDIS_PASSWORD_FILE },
+    readFile,
+    problems,
+  );
+  const sentinelPassword = readSecret(
+    { name: 'REDIS_SENTINEL_PASSWORD', value: e.REDIS_SENTINEL_PASSWORD, file: e.REDIS_SENTINEL_PASSWORD_FILE },
     readFile,
     problems,
   );

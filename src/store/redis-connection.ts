@@ -2,43 +2,12 @@ import type { ConnectionOptions as BullmqConnectionOptions } from 'bullmq';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { Logger } from '../lib/logger.js';
 import type { RedisClient } from './redis-scripts.js';
+import type { RedisClusterDeployment, RedisDeployment, RedisNodeAddress, RedisSentinelDeployment } from '../config/redis-deployment.js';
 import { maskRedisUrl, redisTlsOptions, type RedisTlsSettings } from './redis-security.js';
 
 export type RedisPurpose = 'commands' | 'bullmq';
 
-/** A Redis Cluster seed node or a Sentinel. */
-export interface RedisNodeAddress {
-  readonly host: string;
-  readonly port: number;
-}
-
-/**
- * Credentials and TLS of the data nodes when Redis is not one URL: every Cluster node, or the master the
- * Sentinels name (REDIS_USERNAME, REDIS_PASSWORD, REDIS_TLS, REDIS_TLS_CA_FILE).
- */
-export interface RedisNodeSecurity {
-  readonly username: string | undefined;
-  readonly password: string | undefined;
-  /** Set when REDIS_TLS is true (`ca`: REDIS_TLS_CA_FILE's PEM text, else the system CAs); undefined: plain TCP. */
-  readonly tls: RedisTlsSettings | undefined;
-}
-
-/** A Redis Cluster (REDIS_CLUSTER_NODES): seed nodes; ioredis discovers the rest. */
-export interface RedisClusterDeployment extends RedisNodeSecurity {
-  readonly kind: 'cluster';
-  readonly nodes: readonly RedisNodeAddress[];
-}
-
-/** A master found through Redis Sentinel (REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_SENTINEL_PASSWORD). */
-export interface RedisSentinelDeployment extends RedisNodeSecurity {
-  readonly kind: 'sentinel';
-  readonly sentinels: readonly RedisNodeAddress[];
-  readonly masterName: string;
-  readonly sentinelPassword: string | undefined;
-}
-
-/** Redis reached other than through one URL. */
-export type RedisDeployment = RedisClusterDeployment | RedisSentinelDeployment;
+export type { RedisClusterDeployment, RedisDeployment, RedisNodeAddress, RedisNodeSecurity, RedisSentinelDeployment } from '../config/redis-deployment.js';
 
 /** Where the broker's Redis is: one server at a URL (REDIS_URL or the embedded one), a Cluster, or Sentinel. */
 export type RedisTarget = { readonly kind: 'url'; readonly url: string; readonly tls: RedisTlsSettings } | RedisDeployment;

@@ -1,11 +1,8 @@
 import { isIP } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
+import type { RedisTlsSettings } from '../config/redis-deployment.js';
 
-/** TLS settings for `rediss://` URLs beyond what the URL carries. */
-export interface RedisTlsSettings {
-  /** PEM text of the CA(s) that signed the server certificate; unset: Node's built-in CAs. */
-  readonly ca?: string | undefined;
-}
+export type { RedisTlsSettings } from '../config/redis-deployment.js';
 
 /**
  * Node TLS options for a `rediss://` host. The certificate is always verified (there is no switch to turn
