@@ -1,6 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-
 export type ServeOutcome = 'hit' | 'miss' | 'refresh' | 'unavailable' | 'rejected';
 
 /**
