@@ -5,6 +5,7 @@ import type { Logger } from '../lib/logger.js';
 import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import type { AccountRegistry } from '../service/account-registry.js';
 import type { ChannelTokenService } from '../service/channel-token-service.js';
+import { accessLog, type AccessLogOptions } from './access-log.js';
 import { ApiKeyAuth } from './api-key-auth.js';
 import { errorMiddleware, notFound } from './error-middleware.js';
 import { channelRoutes } from './routes/channel-routes.js';
@@ -44,6 +45,8 @@ export interface HttpAppDeps {
   logger: Logger;
   /** false when BROKER_ADMIN_PORT is set: /metrics is then served on the admin port only. */
   serveMetrics?: boolean;
+  /** Where `/v1` requests are logged (absent: a silent log, requests still counted). */
+  accessLog?: AccessLogOptions;
 }
 
 /** Builds the express app without listening (the composition root owns the server). */
@@ -58,6 +61,7 @@ export function createHttpApp(deps: HttpAppDeps): Express {
   if (deps.channels !== undefined) {
     const { service, disposable, viewerTokens, commonTokens, watchUrls, accounts, auth } = deps.channels;
     const v1 = express.Router();
+    v1.use(accessLog(deps.metrics, deps.accessLog ?? { logger: deps.logger, hitSample: 0 }));
     v1.use(auth.middleware());
     v1.use(declaredBodyLimit);
     v1.use(express.json({ limit: MAX_BODY_BYTES, strict: true }));

@@ -60,6 +60,11 @@ export function testConfig(simUrl: string, env: Record<string, string> = {}): Co
     BROKER_API_KEYS: `svc-a:${TEST_KEY},svc-b:${OTHER_KEY}`,
     BROKER_REDIS_PREFIX: uniquePrefix(),
     LOG_LEVEL: 'silent',
+    // The consumer-protection policies are off unless a test turns them on (test/consumer-isolation.test.ts
+    // tests them at their defaults): the other tests count PolyV calls of reports and misses as such.
+    BROKER_REPORT_MIN_AGE_SECONDS: '0',
+    BROKER_REFRESH_RESERVE_PER_HOUR: '0',
+    BROKER_CONSUMER_UPSTREAM_PER_HOUR: '0',
     ...env,
   });
 }

@@ -1,6 +1,6 @@
 import { Router, type Response } from 'express';
 import { accountOf, channelIdOf } from '../route-params.js';
-import { authorize, mayAccess } from '../authorize.js';
+import { authorize, consumerOf, mayAccess } from '../authorize.js';
 import { BrokerError, RequestError } from '../../errors/broker-error.js';
 import type { BrokerMetrics } from '../../metrics/broker-metrics.js';
 import type { AccountRegistry } from '../../service/account-registry.js';
@@ -33,6 +33,7 @@ export function channelRoutes(deps: ChannelRoutesDeps): Router {
     try {
       const served = await work();
       stop({ outcome: served.outcome });
+      res.locals['outcome'] = served.outcome;
       res.setHeader('Cache-Control', 'no-store');
       res.json(tokenBody(served));
     } catch (err) {
@@ -58,8 +59,9 @@ export function channelRoutes(deps: ChannelRoutesDeps): Router {
     const disposable = req.query['disposable'];
     if (disposable === 'true') {
       const stop = metrics.serveDuration.startTimer({ kind: 'channel', outcome: 'disposable' });
-      const issued = await deps.disposable.issue(account, channelId);
+      const issued = await deps.disposable.issue(account, channelId, consumerOf(res));
       stop();
+      res.locals['outcome'] = 'disposable';
       res.setHeader('Cache-Control', 'no-store');
       res.json({ ...issued, disposable: true });
       return;
@@ -67,7 +69,7 @@ export function channelRoutes(deps: ChannelRoutesDeps): Router {
     if (disposable !== undefined && disposable !== 'false') {
       throw new RequestError('invalid_request', 'disposable must be true or false');
     }
-    await timed(res, () => service.getToken(account, channelId));
+    await timed(res, () => service.getToken(account, channelId, consumerOf(res)));
   });
 
   router.post('/:channelId/token/refresh', async (req, res) => {
@@ -82,7 +84,7 @@ export function channelRoutes(deps: ChannelRoutesDeps): Router {
         `body must be JSON {"rejectedToken": "<the token PolyV rejected>"} (1-${MAX_TOKEN_LENGTH} characters)`,
       );
     }
-    await timed(res, () => service.refreshRejected(account, channelId, rejected));
+    await timed(res, () => service.refreshRejected(account, channelId, rejected, consumerOf(res)));
   });
 
   router.put('/:channelId', async (req, res) => {

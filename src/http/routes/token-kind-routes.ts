@@ -7,7 +7,7 @@ import type { AccountRegistry } from '../../service/account-registry.js';
 import type { CommonTokenService } from '../../service/common-token-service.js';
 import type { ViewerTokenService } from '../../service/viewer-token-service.js';
 import type { WatchUrlService } from '../../service/watch-url-service.js';
-import { authorize } from '../authorize.js';
+import { authorize, consumerOf } from '../authorize.js';
 import { accountOf, channelIdOf } from '../route-params.js';
 
 export interface TokenKindRoutesDeps {
@@ -74,6 +74,7 @@ export function tokenKindRoutes(deps: TokenKindRoutesDeps): Router {
     try {
       const result = await work();
       stop({ outcome: result.outcome });
+      res.locals['outcome'] = result.outcome;
       res.setHeader('Cache-Control', 'no-store');
       return result;
     } catch (err) {
@@ -88,7 +89,7 @@ export function tokenKindRoutes(deps: TokenKindRoutesDeps): Router {
     const account = accountOf(req, accounts);
     authorize(res, { account, channelId, kind: 'watch_api' });
     const profile = parseBody(viewerProfileSchema, req.body);
-    const t = await timed('watch_api', res, () => deps.viewerTokens.getToken(account, channelId, profile));
+    const t = await timed('watch_api', res, () => deps.viewerTokens.getToken(account, channelId, profile, consumerOf(res)));
     res.json({ token: t.token, expireTime: t.expireTime });
   });
 
@@ -102,7 +103,7 @@ export function tokenKindRoutes(deps: TokenKindRoutesDeps): Router {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
     authorize(res, { account, channelId, kind: 'common' });
-    sendCommon(res, channelId, await timed('common', res, () => deps.commonTokens.getToken(account, channelId)));
+    sendCommon(res, channelId, await timed('common', res, () => deps.commonTokens.getToken(account, channelId, consumerOf(res))));
   });
 
   router.post('/:channelId/common-token/refresh', async (req, res) => {
@@ -113,7 +114,7 @@ export function tokenKindRoutes(deps: TokenKindRoutesDeps): Router {
     sendCommon(
       res,
       channelId,
-      await timed('common', res, () => deps.commonTokens.refreshRejected(account, channelId, rejectedToken)),
+      await timed('common', res, () => deps.commonTokens.refreshRejected(account, channelId, rejectedToken, consumerOf(res))),
     );
   });
 
@@ -121,7 +122,7 @@ export function tokenKindRoutes(deps: TokenKindRoutesDeps): Router {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
     authorize(res, { account, channelId, kind: 'watch_url' });
-    const u = await timed('watch_url', res, () => deps.watchUrls.take(account, channelId));
+    const u = await timed('watch_url', res, () => deps.watchUrls.take(account, channelId, consumerOf(res)));
     res.json({ url: u.url, expireTime: u.expireTime });
   });
 
