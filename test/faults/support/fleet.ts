@@ -200,6 +200,11 @@ export const FLEET_DEFAULTS: Record<string, string> = {
   BROKER_CHANNEL_BUDGET_PER_HOUR: '450',
   BROKER_SHUTDOWN_TIMEOUT_MS: '5000',
   LOG_LEVEL: 'warn',
+  // The consumer-protection policies are off unless a scenario turns them on (consumer-isolation.test.ts):
+  // the other scenarios count the PolyV calls of reports and cold reads of one consumer as such.
+  BROKER_REPORT_MIN_AGE_SECONDS: '0',
+  BROKER_REFRESH_RESERVE_PER_HOUR: '0',
+  BROKER_CONSUMER_UPSTREAM_PER_HOUR: '0',
 };
 
 /**
