@@ -7,6 +7,7 @@ import type { AccountRegistry } from '../service/account-registry.js';
 import type { ChannelTokenService } from '../service/channel-token-service.js';
 import { accessLog, type AccessLogOptions } from './access-log.js';
 import { ApiKeyAuth } from './api-key-auth.js';
+import { buildOpenApiDocument } from './openapi.js';
 import { errorMiddleware, notFound } from './error-middleware.js';
 import { channelRoutes } from './routes/channel-routes.js';
 import { tokenKindRoutes } from './routes/token-kind-routes.js';
@@ -57,6 +58,13 @@ export function createHttpApp(deps: HttpAppDeps): Express {
   app.set('query parser', 'simple');
 
   app.use(opsRoutes({ readiness: deps.readiness, registry: deps.registry, metrics: deps.serveMetrics !== false }));
+  if (deps.channels !== undefined) {
+    // The API's description, for generating clients (no key needed: it holds no secret).
+    const openapi = JSON.stringify(buildOpenApiDocument());
+    app.get('/openapi.json', (_req, res) => {
+      res.type('application/json').send(openapi);
+    });
+  }
 
   if (deps.channels !== undefined) {
     const { service, disposable, viewerTokens, commonTokens, watchUrls, accounts, auth } = deps.channels;

@@ -1,5 +1,6 @@
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll } from 'vitest';
+import { responseProblem } from './openapi-check.js';
 import { redisUrl, uniquePrefix } from './redis.js';
 import { buildBrokerApp, type BrokerApp } from '../../src/app.js';
 import { loadConfig, type Config, type LoadConfigOptions } from '../../src/config/config.js';
@@ -173,6 +174,9 @@ export async function api<T = Record<string, unknown>>(
   } catch {
     // leave as text
   }
+  // Every answer of the HTTP tests must keep the OpenAPI description (openapi.json).
+  const problem = responseProblem(init.method ?? 'GET', path, res.status, parsed);
+  if (problem !== undefined) throw new Error(`the answer breaks the OpenAPI description: ${problem}`);
   return { status: res.status, headers: res.headers, body: parsed as T };
 }
 

@@ -1,5 +1,6 @@
 import { Router, type Response } from 'express';
 import { accountOf, channelIdOf } from '../route-params.js';
+import { disposableQuery, rejectedTokenBody } from '../api-schemas.js';
 import { authorize, consumerOf, mayAccess } from '../authorize.js';
 import { BrokerError, RequestError } from '../../errors/broker-error.js';
 import type { BrokerMetrics } from '../../metrics/broker-metrics.js';
@@ -57,6 +58,9 @@ export function channelRoutes(deps: ChannelRoutesDeps): Router {
     const account = accountOf(req, accounts);
     authorize(res, { account, channelId, kind: 'channel' });
     const disposable = req.query['disposable'];
+    if (disposable !== undefined && !disposableQuery.safeParse(disposable).success) {
+      throw new RequestError('invalid_request', 'disposable must be true or false');
+    }
     if (disposable === 'true') {
       const stop = metrics.serveDuration.startTimer({ kind: 'channel', outcome: 'disposable' });
       const issued = await deps.disposable.issue(account, channelId, consumerOf(res));
@@ -66,9 +70,6 @@ export function channelRoutes(deps: ChannelRoutesDeps): Router {
       res.json({ ...issued, disposable: true });
       return;
     }
-    if (disposable !== undefined && disposable !== 'false') {
-      throw new RequestError('invalid_request', 'disposable must be true or false');
-    }
     await timed(res, () => service.getToken(account, channelId, consumerOf(res)));
   });
 
@@ -76,14 +77,11 @@ export function channelRoutes(deps: ChannelRoutesDeps): Router {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
     authorize(res, { account, channelId, kind: 'channel' });
-    const body: unknown = req.body;
-    const rejected = typeof body === 'object' && body !== null ? (body as Record<string, unknown>)['rejectedToken'] : undefined;
-    if (typeof rejected !== 'string' || rejected === '' || rejected.length > MAX_TOKEN_LENGTH) {
-      throw new RequestError(
-        'invalid_request',
-        `body must be JSON {"rejectedToken": "<the token PolyV rejected>"} (1-${MAX_TOKEN_LENGTH} characters)`,
-      );
+    const parsed = rejectedTokenBody.safeParse(req.body);
+    if (!parsed.success) {
+      throw new RequestError('invalid_request', `body must be JSON {"rejectedToken": "<the token PolyV rejected>"} (1-${MAX_TOKEN_LENGTH} characters)`);
     }
+    const rejected = parsed.data.rejectedToken;
     await timed(res, () => service.refreshRejected(account, channelId, rejected, consumerOf(res)));
   });
 
