@@ -179,7 +179,7 @@ export class CallBudget {
   async recordPause(failure: FailureRecord, pauseMs: number): Promise<void> {
     const key = this.keys.upstreamPause();
     const fields = { code: failure.code, message: failure.message, at: failure.at, until: failure.at + pauseMs };
-    await guardRedis(this.redis.multi().hset(key, fields).pexpire(key, pauseMs + ACCOUNT_FAILURE_KEEP_MS).exec());
+    await guardRedis(this.redis.multi().del(key).hset(key, fields).pexpire(key, pauseMs + ACCOUNT_FAILURE_KEEP_MS).exec());
   }
 
   /** Ends the pause (the probe went through). */

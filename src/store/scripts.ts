@@ -82,8 +82,9 @@ return {1, used + 1, seq}
  * The fleet-wide gate in front of PolyV: the rolling-window limiter of every call, the fleet's pause after
  * PolyV said `qps exceeds`, and the account's failure record.
  * - While the pause lasts (`until`), no call goes out ({4, wait, message}); the first call after it is the
- *   probe: it moves `until` on by `probeWindow` (longer than one PolyV call), so no other call follows it
- *   until it has answered (its success ends the pause; another `qps exceeds` starts a new one).
+ *   probe: it moves `until` on by `probeWindow` (longer than one PolyV call) and marks the pause `probing`,
+ *   so no other call follows it until it has answered (its success ends the pause; another `qps exceeds`
+ *   starts a new one); meanwhile refused callers are told to look again within a second.
  * - While an account's credentials are recorded as refused, no call with those same credentials (compared by
  *   fingerprint, so a replica started with a corrected secret is not held back) goes out until `retryAt`
  *   ({2, wait, message}); the first call after that is the account's probe and moves `retryAt` on by
@@ -99,7 +100,10 @@ local window = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local pausedUntil = tonumber(redis.call('HGET', KEYS[4], 'until') or '0')
 if pausedUntil > 0 and now < pausedUntil then
-  return {4, pausedUntil - now, redis.call('HGET', KEYS[4], 'message') or ''}
+  local wait = pausedUntil - now
+  -- While the probe is out, look again soon: its success ends the pause long before its window does.
+  if redis.call('HGET', KEYS[4], 'probing') == '1' and wait > 1000 then wait = 1000 end
+  return {4, wait, redis.call('HGET', KEYS[4], 'message') or ''}
 end
 local retryAt = 0
 if redis.call('HGET', KEYS[3], 'credentials') == ARGV[6] then
@@ -115,7 +119,7 @@ if retryAt > 0 then
 end
 if pausedUntil > 0 then
   probes = probes + 2
-  redis.call('HSET', KEYS[4], 'until', now + tonumber(ARGV[7]))
+  redis.call('HSET', KEYS[4], 'until', now + tonumber(ARGV[7]), 'probing', '1')
 end
 return {1, used + 1, seq, probes}
 `;
