@@ -81,7 +81,7 @@ function registerGauges({ config, clock, metrics }: AppContext, stores: Stores, 
 
 /**
  * The composition root: the only place that constructs clients, stores, workers and the HTTP server, in
- * steps (src/composition/): stores -> PolyV client -> refresh queue -> services -> worker -> HTTP. Nothing
+ * steps (src/composition/): stores -> PolyV client -> refresh queue -> services -> worker -> token streams -> HTTP. Nothing
  * connects or listens until start(), which starts them in that order; stop() closes them in reverse.
  */
 export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
