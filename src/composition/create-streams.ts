@@ -1,5 +1,5 @@
 import { TokenStreams } from '../http/token-streams.js';
-import { settlesWithin } from '../lib/settle-within.js';
+import { closeOrDrop } from '../lib/settle-within.js';
 import { ChannelTokenFeed } from '../service/channel-token-feed.js';
 import { duplicateForSubscriber } from '../store/redis-connection.js';
 import { TokenEventSubscription } from '../store/token-event-subscription.js';
@@ -47,7 +47,7 @@ export function createStreams(ctx: AppContext, deps: { stores: Stores; services:
     drain: () => streams.drain(),
     async close(graceMs) {
       feed.stop();
-      await settlesWithin(subscription.stop(), graceMs);
+      await closeOrDrop("the token streams' Redis subscriber", () => subscription.stop(), () => subscription.drop(), graceMs, logger);
     },
   };
 }

@@ -75,6 +75,7 @@ export class TokenEventSubscription {
     await first;
   }
 
+  /** Unsubscribes and quits (gracefully: this may wait for Redis; see `drop`). */
   async stop(): Promise<void> {
     this.stopped = true;
     this.subscribedNow = false;
@@ -84,6 +85,13 @@ export class TokenEventSubscription {
       return;
     }
     await subscriber.quit().catch(() => subscriber.disconnect());
+  }
+
+  /** Drops the connection at once (when `stop` does not end: Redis unreachable). */
+  drop(): void {
+    this.stopped = true;
+    this.subscribedNow = false;
+    this.o.subscriber.disconnect();
   }
 
   private async subscribe(): Promise<void> {
