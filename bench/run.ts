@@ -25,6 +25,7 @@ import { BrokerMetrics } from '../src/metrics/broker-metrics.js';
 import { PolyvClient } from '../src/polyv/polyv-client.js';
 import { refreshJobId } from '../src/scheduler/refresh-queue.js';
 import { RedisKeys } from '../src/store/redis-keys.js';
+import { startDelayProxy } from './delay-proxy.js';
 import { TokenStore } from '../src/store/token-store.js';
 import type { OpenLoopResult } from './open-loop.js';
 import { BENCH_API_KEY, BENCH_APP_ID, BENCH_APP_SECRET, Child, autocannon, brokerEnv, quantile, sleep, sortNumbers, waitForHttp } from './support.js';
@@ -188,9 +189,15 @@ async function main(): Promise<void> {
         });
         const account = { name: 'default', appId: BENCH_APP_ID, appSecret: BENCH_APP_SECRET, channels: [] };
         const agent = new Agent({ connections: 1 });
+        // A second broker that reaches Redis through a proxy adding ROUND_TRIP_DELAY_MS to each round trip.
+        const ROUND_TRIP_DELAY_MS = 4;
+        const redisAddress = new URL(redisServer.url);
+        const proxy = await startDelayProxy({ host: redisAddress.hostname, port: Number(redisAddress.port) }, ROUND_TRIP_DELAY_MS);
+        const slowRedisBroker = await startServe('broker', 1, { ...serveEnv, REDIS_URL: proxy.url });
+        let target = broker.url;
         const timeRead = async (path: string, body?: unknown) => {
           const t0 = performance.now();
-          const res = await request(`${broker.url}${path}`, {
+          const res = await request(`${target}${path}`, {
             method: body === undefined ? 'GET' : 'POST',
             headers: body === undefined ? AUTH : { ...AUTH, 'content-type': 'application/json' },
             body: body === undefined ? undefined : JSON.stringify(body),
@@ -246,12 +253,24 @@ async function main(): Promise<void> {
               commands += used;
             }
           }
+          // The same kind's cold reads through the delaying proxy: how many Redis round trips they wait for.
+          target = slowRedisBroker.url;
+          const slow: number[] = [];
+          for (let i = N + 20; i < N + 80; i += 1) {
+            await polyvCall(i);
+            slow.push(await coldRead(i));
+          }
+          target = broker.url;
           const [sc, sr, sh] = [sortNumbers(cold), sortNumbers(rtt), sortNumbers(hit)];
           const extra = quantile(sc, 0.5) - quantile(sr, 0.5);
+          const roundTrips = (quantile(sortNumbers(slow), 0.5) - quantile(sc, 0.5)) / ROUND_TRIP_DELAY_MS;
           log(`   ${kind}: ${N} cold reads p50 ${fmt(quantile(sc, 0.5), 3)} ms, p90 ${fmt(quantile(sc, 0.9), 3)} ms; PolyV round trip p50 ${fmt(quantile(sr, 0.5), 3)} ms; Redis commands per cold read ${fmt(commands / N, 1)}; cached channel read p50 ${fmt(quantile(sh, 0.5), 3)} ms`);
           row(`cold miss minus one PolyV round trip, ${kind} (p50, ms)`, fmt(extra, 3), `PolyV round trip ${fmt(quantile(sr, 0.5), 3)} ms`, fmt(quantile(sc, 0.5) / quantile(sr, 0.5)), '< 2 ms', extra < 2);
           row(`  p90 cold minus p90 round trip, ${kind} (ms)`, fmt(quantile(sc, 0.9) - quantile(sr, 0.9), 3), `Redis commands per cold read ${fmt(commands / N, 1)}`, '');
+          row(`  Redis round trips on the answer path, ${kind}`, fmt(roundTrips, 1), `+${ROUND_TRIP_DELAY_MS} ms per round trip`, '');
         }
+        await slowRedisBroker.child.stop();
+        await proxy.close();
         await polyv.close();
         await agent.close();
       }

@@ -66,6 +66,7 @@ const FAKE_SNAPSHOT: StateSnapshot = {
   jobs: { delayed: 2, waiting: 0, active: 0, failed: 0, prioritized: 0 },
   globalCallsLast10s: 3,
   globalLimitPer10s: 1200,
+  upstreamPaused: false,
   channelBudgetsPerHour: { default: 450 },
   maxBudgetUsedRatio: 0.01,
   channels: [

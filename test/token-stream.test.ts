@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisKeys } from '../src/store/redis-keys.js';
 import { TokenStore } from '../src/store/token-store.js';
 import { TEST_ACCOUNT, TEST_KEY, api, eventually, redisUrl, testConfig, uniquePrefix, useSimulator, type TestBroker, type TokenBody } from './support/harness.js';
+import { responseProblem } from './support/openapi-check.js';
 import { SseStream, tokenOf, type SseEvent } from './support/sse.js';
 
 /**
@@ -36,8 +37,14 @@ async function fleet(count: number, env: Record<string, string> = {}): Promise<T
   return Promise.all(Array.from({ length: count }, () => fx.broker(testConfig(fx.sim.url, shared))));
 }
 
-const open = (b: TestBroker, path: string, options: { key?: string | null; lastEventId?: string } = {}) =>
-  SseStream.open(`${b.url}${path}`, { key: options.key === undefined ? TEST_KEY : options.key, ...(options.lastEventId === undefined ? {} : { lastEventId: options.lastEventId }) });
+/** Opens a stream; every answer is checked against the OpenAPI description, as `api()` checks the others. */
+async function open(b: TestBroker, path: string, options: { key?: string | null; lastEventId?: string } = {}): Promise<SseStream> {
+  const s = await SseStream.open(`${b.url}${path}`, { key: options.key === undefined ? TEST_KEY : options.key, ...(options.lastEventId === undefined ? {} : { lastEventId: options.lastEventId }) });
+  if (s.status !== 200) await s.closed;
+  const problem = responseProblem('GET', path, s.status, s.status === 200 ? undefined : JSON.parse(s.body));
+  if (problem !== undefined) throw new Error(`the answer breaks the OpenAPI description: ${problem}`);
+  return s;
+}
 
 const tokens = (s: SseStream) => s.named('token');
 const last = (events: readonly SseEvent[]): SseEvent => {

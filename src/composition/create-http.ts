@@ -47,7 +47,10 @@ function createReadiness(redis: RedisClient, worker: RefreshWorker | undefined):
 function createAuth({ config, clock, metrics }: AppContext): ApiKeyAuth {
   const limited = ConsumerRateLimiter.isActive(config.rateLimit, config.apiKeys.map((k) => k.rateLimit));
   const rateLimiter = limited ? new ConsumerRateLimiter({ defaults: config.rateLimit, clock, metrics }) : undefined;
-  return new ApiKeyAuth(config.apiKeys, rateLimiter === undefined ? {} : { rateLimiter });
+  return new ApiKeyAuth(config.apiKeys, {
+    upstreamPerHour: config.budget.consumerUpstreamPerHour,
+    ...(rateLimiter === undefined ? {} : { rateLimiter }),
+  });
 }
 
 /**
@@ -69,11 +72,18 @@ export function createHttp(
     registry: metrics.registry,
     metrics,
     logger: logger.child({ module: 'http' }),
+    accessLog: { logger: logger.child({ module: 'access' }), hitSample: config.accessLogHitSample },
     serveMetrics: config.admin === undefined,
   });
   // The hot cached read is answered before express when it can be (see fast-token-route.ts).
   const listener: RequestListener = serving
-    ? withFastTokenRoute(app, { service: channelTokens, accounts, auth, metrics })
+    ? withFastTokenRoute(app, {
+        service: channelTokens,
+        accounts,
+        auth,
+        metrics,
+        accessLog: { logger: logger.child({ module: 'access' }), hitSample: config.accessLogHitSample },
+      })
     : app;
   const admin = config.admin;
   const adminLogger = logger.child({ module: 'admin-http' });

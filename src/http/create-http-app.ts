@@ -5,7 +5,9 @@ import type { Logger } from '../lib/logger.js';
 import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import type { AccountRegistry } from '../service/account-registry.js';
 import type { ChannelTokenService } from '../service/channel-token-service.js';
+import { accessLog, type AccessLogOptions } from './access-log.js';
 import { ApiKeyAuth } from './api-key-auth.js';
+import { buildOpenApiDocument } from './openapi.js';
 import { errorMiddleware, notFound } from './error-middleware.js';
 import { channelRoutes } from './routes/channel-routes.js';
 import { tokenKindRoutes } from './routes/token-kind-routes.js';
@@ -48,6 +50,8 @@ export interface HttpAppDeps {
   logger: Logger;
   /** false when BROKER_ADMIN_PORT is set: /metrics is then served on the admin port only. */
   serveMetrics?: boolean;
+  /** Where `/v1` requests are logged (absent: a silent log, requests still counted). */
+  accessLog?: AccessLogOptions;
 }
 
 /** Builds the express app without listening (the composition root owns the server). */
@@ -58,10 +62,18 @@ export function createHttpApp(deps: HttpAppDeps): Express {
   app.set('query parser', 'simple');
 
   app.use(opsRoutes({ readiness: deps.readiness, registry: deps.registry, metrics: deps.serveMetrics !== false }));
+  if (deps.channels !== undefined) {
+    // The API's description, for generating clients (no key needed: it holds no secret).
+    const openapi = JSON.stringify(buildOpenApiDocument());
+    app.get('/openapi.json', (_req, res) => {
+      res.type('application/json').send(openapi);
+    });
+  }
 
   if (deps.channels !== undefined) {
     const { service, disposable, viewerTokens, commonTokens, watchUrls, accounts, auth } = deps.channels;
     const v1 = express.Router();
+    v1.use(accessLog(deps.metrics, deps.accessLog ?? { logger: deps.logger, hitSample: 0 }));
     v1.use(auth.middleware());
     v1.use(declaredBodyLimit);
     v1.use(express.json({ limit: MAX_BODY_BYTES, strict: true }));

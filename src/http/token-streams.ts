@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type { PolyvAccount } from '../config/config.js';
+import type { Caller } from '../domain/caller.js';
 import { BrokerError } from '../errors/broker-error.js';
 import type { Logger } from '../lib/logger.js';
 import type { BrokerMetrics } from '../metrics/broker-metrics.js';
@@ -32,8 +33,8 @@ export interface StreamRequest {
   readonly multiplexed: boolean;
   /** The request's `Last-Event-ID` header. */
   readonly lastEventId: string | string[] | undefined;
-  /** The consumer's name (for logs; never its key). */
-  readonly consumer: string;
+  /** The consumer: a cold channel's fetch is its (quota, attribution); its name goes to logs, never its key. */
+  readonly caller: Caller;
 }
 
 export interface TokenStreamsOptions {
@@ -146,7 +147,7 @@ export class TokenStreams {
       res,
       channelIds,
       multiplexed: request.multiplexed,
-      consumer: request.consumer,
+      consumer: request.caller.name,
       sent: new Map(),
       early: new Map(),
       unwatch: [],
@@ -160,7 +161,7 @@ export class TokenStreams {
     this.add(s);
     // Watch before reading, so that no write between the read and the first event is missed.
     for (const t of request.targets) s.unwatch.push(this.o.feed.watch(t.account.appId, t.channelId, (u) => this.onUpdate(s, u)));
-    const firsts = await Promise.allSettled(request.targets.map((t) => this.o.feed.current(t.account, t.channelId)));
+    const firsts = await Promise.allSettled(request.targets.map((t) => this.o.feed.current(t.account, t.channelId, request.caller)));
     if (s.closed) {
       // Drained while reading (the client gets its answer), or the client left (nothing to answer).
       if (this.draining) throw new BrokerError('not_ready', 'this replica is shutting down: connect again', { retryAfterMs: 1000 });

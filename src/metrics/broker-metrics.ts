@@ -21,6 +21,8 @@ export class BrokerMetrics {
   readonly streamsOpen: Gauge;
   readonly streamEventsSent: Counter<'event'>;
   readonly streamSlowReaderDrops: Counter;
+  readonly requests: Counter<'consumer' | 'kind' | 'outcome'>;
+  readonly upstreamCallsCaused: Counter<'consumer' | 'reason'>;
 
   constructor(options: { registry?: Registry; defaultMetrics?: boolean } = {}) {
     this.registry = options.registry ?? new Registry();
@@ -105,6 +107,18 @@ export class BrokerMetrics {
     this.streamSlowReaderDrops = new Counter({
       name: 'polyv_broker_stream_slow_reader_drops_total',
       help: 'Token streams this replica closed because the consumer did not read what was sent.',
+      registers,
+    });
+    this.requests = new Counter({
+      name: 'polyv_broker_requests_total',
+      help: 'Token requests by consumer name, token kind and outcome (hit, miss, refresh, report_too_soon, or the error code).',
+      labelNames: ['consumer', 'kind', 'outcome'] as const,
+      registers,
+    });
+    this.upstreamCallsCaused = new Counter({
+      name: 'polyv_broker_upstream_calls_caused_total',
+      help: 'PolyV calls by the consumer whose request caused them (- for the broker itself) and why (miss, disposable, report, scheduled, manual).',
+      labelNames: ['consumer', 'reason'] as const,
       registers,
     });
   }

@@ -1,4 +1,5 @@
 import type { PolyvAccount } from '../config/config.js';
+import type { Caller } from '../domain/caller.js';
 import { BrokerError, RedisUnavailableError } from '../errors/broker-error.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
@@ -94,14 +95,15 @@ export class ChannelTokenFeed {
   /**
    * The channel's current token for the first event of a stream: what Redis holds if it has at least the
    * minimum TTL left, else a token from `ChannelTokenService.getToken` (a fetch for a cold channel, or the
-   * last one served from memory while Redis is unreachable). Concurrent calls for one channel share one read.
-   * Throws what `getToken` throws (`budget_exhausted`, `channel_not_in_account`, ...).
+   * last one served from memory while Redis is unreachable). Concurrent calls for one channel share one read
+   * (a fetch is the first caller's, as with concurrent reads). Throws what `getToken` throws
+   * (`budget_exhausted`, `channel_not_in_account`, `upstream_quota_exceeded`, ...).
    */
-  current(account: PolyvAccount, channelId: string): Promise<FeedToken> {
+  current(account: PolyvAccount, channelId: string, caller?: Caller): Promise<FeedToken> {
     const key = keyOf(account.appId, channelId);
     let read = this.firstReads.get(key);
     if (read === undefined) {
-      read = this.readCurrent(account, channelId).finally(() => this.firstReads.delete(key));
+      read = this.readCurrent(account, channelId, caller).finally(() => this.firstReads.delete(key));
       this.firstReads.set(key, read);
     }
     return read;
@@ -130,10 +132,10 @@ export class ChannelTokenFeed {
     this.watched.clear();
   }
 
-  private async readCurrent(account: PolyvAccount, channelId: string): Promise<FeedToken> {
+  private async readCurrent(account: PolyvAccount, channelId: string, caller: Caller | undefined): Promise<FeedToken> {
     const stored = await this.readStored(account.appId, channelId);
     if (stored !== undefined && this.servable(stored)) return this.feedToken(channelId, stored);
-    const served = await this.o.channelTokens.getToken(account, channelId);
+    const served = await this.o.channelTokens.getToken(account, channelId, caller);
     // Its version: the token a fetch just wrote, or a newer one written meanwhile (then that one is current).
     const again = await this.readStored(account.appId, channelId);
     if (again !== undefined && this.servable(again) && (again.token === served.channelToken || again.expireTime >= served.expireTime)) {

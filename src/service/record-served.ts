@@ -5,7 +5,7 @@ import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 export function recordServed(
   metrics: BrokerMetrics,
   kind: TokenKind,
-  outcome: 'hit' | 'miss' | 'refresh',
+  outcome: 'hit' | 'miss' | 'refresh' | 'report_too_soon',
   remainingMs: number,
   minTtlMs: number,
 ): void {

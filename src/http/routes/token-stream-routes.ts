@@ -2,8 +2,7 @@ import { Router, type Request, type Response } from 'express';
 import { CHANNEL_ID_RE } from '../../config/env-schema.js';
 import { RequestError } from '../../errors/broker-error.js';
 import type { AccountRegistry } from '../../service/account-registry.js';
-import type { Consumer } from '../api-key-auth.js';
-import { authorize } from '../authorize.js';
+import { authorize, consumerOf } from '../authorize.js';
 import { accountOf, channelIdOf } from '../route-params.js';
 import { MAX_STREAM_CHANNELS } from '../token-stream-events.js';
 import type { StreamTarget, TokenStreams } from '../token-streams.js';
@@ -43,8 +42,9 @@ export function tokenStreamRoutes(deps: TokenStreamRoutesDeps): Router {
       res.status(200).set({ 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-store' }).end();
       return;
     }
-    const consumer = res.locals['consumer'] as Consumer;
-    await streams.serve(res, { targets, multiplexed, lastEventId: req.headers['last-event-id'], consumer: consumer.name });
+    // For the access log and polyv_broker_requests_total (counted when a stream ends cleanly).
+    res.locals['outcome'] = 'stream';
+    await streams.serve(res, { targets, multiplexed, lastEventId: req.headers['last-event-id'], caller: consumerOf(res) });
   };
 
   router.get(['/channels/:channelId/token/stream', '/accounts/:account/channels/:channelId/token/stream'], async (req, res) => {
