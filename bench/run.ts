@@ -28,7 +28,7 @@ import { RedisKeys } from '../src/store/redis-keys.js';
 import { startDelayProxy } from './delay-proxy.js';
 import { TokenStore } from '../src/store/token-store.js';
 import type { OpenLoopResult } from './open-loop.js';
-import { BENCH_API_KEY, BENCH_APP_ID, BENCH_APP_SECRET, Child, autocannon, brokerEnv, quantile, sleep, sortNumbers, waitForHttp } from './support.js';
+import { BENCH_API_KEY, BENCH_APP_ID, BENCH_APP_SECRET, Child, autocannon, brokerEnv, quantile, sleep, sortNumbers, waitForHttp, wrk, wrkInstalled } from './support.js';
 
 const { values: argv } = parseArgs({
   options: {
@@ -96,12 +96,12 @@ function cpuMicros(pids: readonly number[]): number {
 }
 const CLOCK_TICKS_PER_SECOND = 100;
 
-/** A short unmeasured run first (JIT, connection set-up), then the measured one. */
-async function measureThroughput(server: Served, headers: Record<string, string>) {
+/** A short unmeasured run first (JIT, connection set-up), then the measured one; autocannon unless told. */
+async function measureThroughput(server: Served, headers: Record<string, string>, generator: typeof autocannon = autocannon) {
   const url = `${server.url}/v1/channels/1000001/token`;
-  await autocannon(url, { connections: CONNECTIONS, seconds: 2, headers });
+  await generator(url, { connections: CONNECTIONS, seconds: 2, headers });
   const cpu0 = cpuMicros(server.pids);
-  const result = await autocannon(url, { connections: CONNECTIONS, seconds: SECONDS, headers });
+  const result = await generator(url, { connections: CONNECTIONS, seconds: SECONDS, headers });
   // Server CPU per answered request: unlike req/s, it does not depend on who else uses the cores.
   return { ...result, cpuMicrosPerRequest: (cpuMicros(server.pids) - cpu0) / result.total };
 }
@@ -149,10 +149,28 @@ async function main(): Promise<void> {
         const bareRps = (b1.requestsPerSec + b2.requestsPerSec) / 2;
         const brokerRps = (k1.requestsPerSec + k2.requestsPerSec) / 2;
         log(`   runs: bare ${fmt(b1.requestsPerSec, 0)} / ${fmt(b2.requestsPerSec, 0)}, broker ${fmt(k1.requestsPerSec, 0)} / ${fmt(k2.requestsPerSec, 0)} req/s`);
-        row('serve throughput (req/s)', fmt(brokerRps, 0), `bare node:http ${fmt(bareRps, 0)}`, fmt(brokerRps / bareRps), '>= 0.5', brokerRps / bareRps >= 0.5);
+        row('serve throughput, autocannon (req/s)', fmt(brokerRps, 0), `bare node:http ${fmt(bareRps, 0)}`, fmt(brokerRps / bareRps), '>= 0.7', brokerRps / bareRps >= 0.7);
         const bareCpu = (b1.cpuMicrosPerRequest + b2.cpuMicrosPerRequest) / 2;
         const brokerCpu = (k1.cpuMicrosPerRequest + k2.cpuMicrosPerRequest) / 2;
         row('  server CPU per request (µs)', fmt(brokerCpu, 1), `bare node:http ${fmt(bareCpu, 1)}`, `bare/broker ${fmt(bareCpu / brokerCpu)}`);
+
+        if (wrkInstalled()) {
+          const wb1 = await measureThroughput(bare, AUTH, wrk);
+          const wk1 = await measureThroughput(broker, AUTH, wrk);
+          const wb2 = await measureThroughput(bare, AUTH, wrk);
+          const wk2 = await measureThroughput(broker, AUTH, wrk);
+          for (const r of [wk1, wk2]) if (r.non2xx > 0 || r.errors > 0) throw new Error(`broker answered ${r.non2xx} non-2xx, ${r.errors} errors (wrk)`);
+          const wBare = (wb1.requestsPerSec + wb2.requestsPerSec) / 2;
+          const wBroker = (wk1.requestsPerSec + wk2.requestsPerSec) / 2;
+          log(`   wrk runs: bare ${fmt(wb1.requestsPerSec, 0)} / ${fmt(wb2.requestsPerSec, 0)}, broker ${fmt(wk1.requestsPerSec, 0)} / ${fmt(wk2.requestsPerSec, 0)} req/s`);
+          row('serve throughput, wrk -t1 (req/s)', fmt(wBroker, 0), `bare node:http ${fmt(wBare, 0)}`, fmt(wBroker / wBare), '>= 0.7', wBroker / wBare >= 0.7);
+          const wBareCpu = (wb1.cpuMicrosPerRequest + wb2.cpuMicrosPerRequest) / 2;
+          const wBrokerCpu = (wk1.cpuMicrosPerRequest + wk2.cpuMicrosPerRequest) / 2;
+          row('  server CPU per request, wrk (µs)', fmt(wBrokerCpu, 1), `bare node:http ${fmt(wBareCpu, 1)}`, `bare/broker ${fmt(wBareCpu / wBrokerCpu)}`);
+          row('  latency p99, wrk (ms)', fmt((wk1.latencyP99Ms + wk2.latencyP99Ms) / 2, 2), `bare ${fmt((wb1.latencyP99Ms + wb2.latencyP99Ms) / 2, 2)}`, '');
+        } else {
+          log('   (wrk is not installed: `apt-get install wrk` adds the second generator)');
+        }
 
         const noCache = await startServe('broker', 1, { ...serveEnv, BROKER_LOCAL_CACHE_MAX_ENTRIES: '0' });
         const n = await measureThroughput(noCache, AUTH);

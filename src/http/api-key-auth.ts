@@ -68,6 +68,7 @@ const BEARER = /^Bearer[ ]+(\S+)\s*$/i;
 export class ApiKeyAuth {
   private readonly digests: ReadonlyArray<{ consumer: Consumer; digest: Buffer }>;
   private readonly rateLimiter: ConsumerRateLimiter | undefined;
+  private readonly byConnection = new WeakMap<object, { header: string; consumer: Consumer }>();
 
   constructor(keys: readonly ApiKey[], options: ApiKeyAuthOptions = {}) {
     this.rateLimiter = options.rateLimiter;
@@ -75,6 +76,19 @@ export class ApiKeyAuth {
       consumer: consumerOf(k, options.upstreamPerHour ?? 0),
       digest: k.keySha256 !== undefined ? Buffer.from(k.keySha256, 'hex') : sha256(k.key),
     }));
+  }
+
+  /**
+   * `authenticate` remembered per keep-alive connection: a request that presents the same header as the
+   * previous one on this connection is the same consumer, without hashing the key and comparing it with
+   * every configured one again. Only successes are remembered; a connection holds one entry.
+   */
+  authenticateOn(connection: object, header: string | undefined): Consumer | BrokerError {
+    const memo = this.byConnection.get(connection);
+    if (memo !== undefined && header === memo.header) return memo.consumer;
+    const result = this.authenticate(header);
+    if (!(result instanceof BrokerError) && header !== undefined) this.byConnection.set(connection, { header, consumer: result });
+    return result;
   }
 
   /** The consumer whose key this is, or undefined. */

@@ -12,7 +12,7 @@ export interface FastTokenRouteDeps {
   service: ChannelTokenService;
   accounts: AccountRegistry;
   /** The instance whose `middleware()` the `/v1` router runs first, so both paths share keys and rate buckets. */
-  auth: Pick<ApiKeyAuth, 'authenticate' | 'admit'>;
+  auth: Pick<ApiKeyAuth, 'authenticateOn' | 'admit'>;
   metrics: BrokerMetrics;
   /** Hits are logged only with this sample (BROKER_ACCESS_LOG_HIT_SAMPLE); absent: none. */
   accessLog?: AccessLogOptions | undefined;
@@ -65,7 +65,7 @@ export function withFastTokenRoute(app: RequestListener, deps: FastTokenRouteDep
     // A request with a body (unusual on a GET) takes the express route, which applies the body limits.
     if (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0') return false;
     // A refusal (401, 429, 403) is answered by express, which decides it again alike (a 429 is remembered per request).
-    const consumer = auth.authenticate(req.headers.authorization);
+    const consumer = auth.authenticateOn(req.socket, req.headers.authorization);
     if (consumer instanceof BrokerError || auth.admit(req, consumer) !== undefined) return false;
     if (!mayRead(consumer, { account, channelId, kind: 'channel' })) return false;
     const served = service.peekToken(account, channelId);

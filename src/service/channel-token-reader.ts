@@ -8,7 +8,7 @@ import type { CachedToken, TokenStore } from '../store/token-store.js';
 import type { ChannelRefresher } from './channel-refresher.js';
 import { LastServedTokens } from './last-served-tokens.js';
 import type { LocalTokenCache } from '../store/local-token-cache.js';
-import { recordServed } from './record-served.js';
+import { recordServed, servedRecorder } from './record-served.js';
 import { isServable, type TimingPolicy } from './refresh-timing.js';
 
 export interface ServedToken {
@@ -40,10 +40,13 @@ export interface ChannelTokenReaderOptions {
 export class ChannelTokenReader {
   private readonly o: ChannelTokenReaderOptions;
   private readonly lastServed: LastServedTokens;
+  /** The hit's metrics with their labels bound once (the hot path). */
+  private readonly recordHit: (remainingMs: number, minTtlMs: number) => void;
 
   constructor(options: ChannelTokenReaderOptions) {
     this.o = options;
     this.lastServed = new LastServedTokens({ clock: options.clock });
+    this.recordHit = servedRecorder(options.metrics, 'channel', 'hit');
   }
 
   /**
@@ -149,7 +152,9 @@ export class ChannelTokenReader {
   }
 
   private served(channelId: string, token: CachedToken, outcome: ServedToken['outcome']): ServedToken {
-    recordServed(this.o.metrics, 'channel', outcome, token.expireTime - this.o.clock.now(), this.o.timing.minTtlMs);
+    const remainingMs = token.expireTime - this.o.clock.now();
+    if (outcome === 'hit') this.recordHit(remainingMs, this.o.timing.minTtlMs);
+    else recordServed(this.o.metrics, 'channel', outcome, remainingMs, this.o.timing.minTtlMs);
     return { channelId, channelToken: token.token, expireTime: token.expireTime, outcome };
   }
 }

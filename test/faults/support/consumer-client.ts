@@ -25,6 +25,9 @@ export class ConsumerClient {
   tooManyWithoutRetryAfter = 0;
   /** When the first 429 arrived (epoch ms), 0 before. */
   firstTooManyAt = 0;
+  /** The range of `Retry-After` (seconds) of the 429 answers. */
+  retryAfterMin = Infinity;
+  retryAfterMax = 0;
   private readonly pools: Pool[];
 
   constructor(
@@ -97,7 +100,13 @@ export class ConsumerClient {
     if (token !== undefined) this.tokens.push(token);
     if (status === 429) {
       if (this.firstTooManyAt === 0) this.firstTooManyAt = Date.now();
-      if (!(Number(retryAfter) > 0)) this.tooManyWithoutRetryAfter += 1;
+      const seconds = Number(retryAfter);
+      if (seconds > 0) {
+        this.retryAfterMin = Math.min(this.retryAfterMin, seconds);
+        this.retryAfterMax = Math.max(this.retryAfterMax, seconds);
+      } else {
+        this.tooManyWithoutRetryAfter += 1;
+      }
     }
     return { status, code, token, retryAfter };
   }
