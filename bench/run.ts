@@ -2,13 +2,15 @@
  * `npm run bench`: every figure of BENCHMARKS.md next to a baseline measured in the same run.
  *
  *   npm run bench                                   # everything (about 4.5 minutes on 2 cores)
- *   npm run bench -- --only=serve,latency           # some sections: serve, latency, cold, scale, cluster
+ *   npm run bench -- --only=serve,latency           # some sections: serve, latency, cold, scale, cluster, stream
+ *   npm run bench -- --only=stream --subscribers=2000   # the token stream's fan-out (a few seconds)
  *   npm run bench -- --channels=20000 --seconds=5   # a smaller scheduler run, shorter load runs
  *
  * It starts its own redis-server (startRedisServer, loopback, no persistence), the PolyV simulator and every
  * server under test as child processes on 127.0.0.1, and stops them all when it ends, whatever happens
  * (a hard limit of 9.5 minutes included).
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,12 +26,15 @@ import { PolyvClient } from '../src/polyv/polyv-client.js';
 import { refreshJobId } from '../src/scheduler/refresh-queue.js';
 import { RedisKeys } from '../src/store/redis-keys.js';
 import { startDelayProxy } from './delay-proxy.js';
+import { TokenStore } from '../src/store/token-store.js';
 import type { OpenLoopResult } from './open-loop.js';
 import { BENCH_API_KEY, BENCH_APP_ID, BENCH_APP_SECRET, Child, autocannon, brokerEnv, quantile, sleep, sortNumbers, waitForHttp, wrk, wrkInstalled } from './support.js';
 
 const { values: argv } = parseArgs({
   options: {
-    only: { type: 'string', default: 'serve,latency,cold,scale,cluster' },
+    only: { type: 'string', default: 'serve,latency,cold,scale,cluster,stream' },
+    /** Token-stream subscribers of the fan-out section. */
+    subscribers: { type: 'string', default: '1000' },
     seconds: { type: 'string', default: '8' },
     channels: { type: 'string', default: '100000' },
     rate: { type: 'string', default: '5000' },
@@ -41,6 +46,7 @@ const SECTIONS = new Set((argv.only ?? '').split(','));
 const SECONDS = Number(argv.seconds);
 const CHANNELS = Number(argv.channels);
 const RATE = Number(argv.rate);
+const SUBSCRIBERS = Number(argv.subscribers);
 const CONNECTIONS = 50;
 const AUTH = { authorization: `Bearer ${BENCH_API_KEY}` };
 const HARD_LIMIT_MS = 570_000;
@@ -310,6 +316,7 @@ async function main(): Promise<void> {
     }
 
     if (SECTIONS.has('scale')) await scale(redis, redisServer.url, simUrl, sim);
+    if (SECTIONS.has('stream')) await streamFanOut(redisServer.url, simUrl);
     await sim.stop();
   } finally {
     Child.killAll();
@@ -429,6 +436,64 @@ async function scale(redis: Redis, redisUrl: string, simUrl: string, sim: Child)
   row('refresh timing error |p99| (ms)', fmt(timing.absP99, 0), 'due time (nextRefreshAt)', '', '< 1000', timing.absP99 < 1000);
   row('PolyV calls per channel-hour (3600/300, compressed x100)', fmt(perChannelHour, 3), `policy ${fmt(expected, 3)} = 3600 / (3600 - 300 - mean jitter 15)`, fmt(perChannelHour / expected), '<= 1.1', perChannelHour <= 1.1);
   row('worker CPU per 1000 refreshes (ms)', fmt(cpuMs / (counted.calls / 1000), 0), `redis-server ${fmt(((redisCpuB - redisCpuA) * 1000) / (counted.calls / 1000), 0)} ms`, '');
+}
+
+/**
+ * 6. Token-stream fan-out: SUBSCRIBERS streams of one channel on one broker (a child process of raw sockets),
+ * while a writer (this process, through the broker's own TokenStore) writes new tokens of that channel as
+ * fast as it can, each announced on pub/sub like a refresh. Events delivered per second to all subscribers,
+ * and the broker's CPU per delivered event, against the cached GET of the same broker in the same run.
+ */
+async function streamFanOut(redisUrl: string, simUrl: string): Promise<void> {
+  const seconds = Math.min(SECONDS, 4);
+  const channelId = '1000001';
+  const tokenPath = `/v1/channels/${channelId}/token`;
+  log(`\n6. token stream fan-out: ${SUBSCRIBERS} subscribers of one channel, new tokens written by one writer for ${seconds} s; baseline: the cached GET`);
+  const prefix = 'bench-stream';
+  const broker = await startServe('broker', 1, brokerEnv(redisUrl, simUrl, { BROKER_ROLE: 'api', BROKER_REDIS_PREFIX: prefix }));
+  const first = await getJson(`${broker.url}${tokenPath}`);
+  if (first.status !== 200) throw new Error(`the broker answered ${first.status}: ${first.text}`);
+
+  await autocannon(`${broker.url}${tokenPath}`, { connections: CONNECTIONS, seconds: 1, headers: AUTH });
+  const readCpu0 = cpuMicros(broker.pids);
+  const read = await autocannon(`${broker.url}${tokenPath}`, { connections: CONNECTIONS, seconds, headers: AUTH });
+  if (read.non2xx > 0 || read.errors > 0) throw new Error(`broker answered ${read.non2xx} non-2xx, ${read.errors} errors`);
+  const readCpu = (cpuMicros(broker.pids) - readCpu0) / read.total;
+
+  const subscribers = await Child.start(dist('stream-subscribers.js'), [], {});
+  type Count = { events: number; closed: number; lastIds: string[] };
+  const opened = performance.now();
+  await subscribers.request('open', { port: Number(new URL(broker.url).port), path: `${tokenPath}/stream`, key: BENCH_API_KEY, count: SUBSCRIBERS });
+  const openMs = performance.now() - opened;
+  const writerRedis = new Redis(redisUrl);
+  try {
+    const store = new TokenStore({ redis: writerRedis, keys: new RedisKeys(prefix) });
+    let version = ((await store.read(BENCH_APP_ID, channelId))?.version ?? 0) + 1000;
+    const c0 = await subscribers.request<Count>('count');
+    const cpu0 = cpuMicros(broker.pids);
+    const t0 = performance.now();
+    let writes = 0;
+    while (performance.now() - t0 < seconds * 1000) {
+      version += 1;
+      writes += 1;
+      const token = randomBytes(16).toString('hex');
+      await store.write(BENCH_APP_ID, channelId, { token, expireTime: Date.now() + 3_600_000, version, fetchedAt: Date.now() });
+    }
+    const elapsed = (performance.now() - t0) / 1000;
+    const c1 = await subscribers.request<Count>('count');
+    await sleep(1000);
+    const c2 = await subscribers.request<Count>('count');
+    const cpuPerEvent = (cpuMicros(broker.pids) - cpu0) / (c2.events - c0.events);
+    const perSecond = (c1.events - c0.events) / elapsed;
+    const caughtUp = c2.closed === 0 && c2.lastIds.length === 1 && c2.lastIds[0] === String(version);
+    log(`   ${SUBSCRIBERS} streams opened (first token each) in ${fmt(openMs, 0)} ms; ${writes} tokens written (${fmt(writes / elapsed, 0)}/s), ${fmt((c2.events - c0.events) / SUBSCRIBERS, 0)} delivered to each subscriber (a burst is coalesced: each gets the latest), every subscriber on the last token at the end: ${caughtUp ? 'yes' : `NO (${JSON.stringify(c2)})`}`);
+    row(`stream fan-out to ${SUBSCRIBERS} subscribers (token events/s delivered)`, fmt(perSecond, 0), `cached GET ${fmt(read.requestsPerSec, 0)} req/s`, fmt(perSecond / read.requestsPerSec));
+    row('  server CPU per delivered event (µs)', fmt(cpuPerEvent, 1), `per cached GET ${fmt(readCpu, 1)}`, `GET/event ${fmt(readCpu / cpuPerEvent)}`);
+  } finally {
+    await writerRedis.quit().catch(() => undefined);
+    await subscribers.stop();
+    await broker.child.stop();
+  }
 }
 
 let redisPid: number | undefined;

@@ -16,7 +16,9 @@ describe('the OpenAPI 3.1 description', () => {
     const paths = Object.keys(doc['paths'] as object);
     expect(paths).toContain('/v1/channels/{channelId}/token');
     expect(paths).toContain('/v1/accounts/{account}/channels/{channelId}/watch-tokens');
-    expect(paths).toHaveLength(16);
+    expect(paths).toContain('/v1/channels/{channelId}/token/stream');
+    expect(paths).toContain('/v1/accounts/{account}/token-stream');
+    expect(paths).toHaveLength(20);
     // The error code enum is the broker's closed set.
     const error = JSON.stringify((doc['components'] as { schemas: Record<string, unknown> }).schemas['Error']);
     for (const code of Object.keys(ERROR_TABLE)) expect(error).toContain(`"${code}"`);

@@ -64,6 +64,8 @@ const envSettingsSchema = z.transform(
       metrics: { maxLabeledChannels: e.BROKER_METRICS_CHANNEL_LABELS },
       /** The in-process token cache in front of Redis (see LocalTokenCache); 0 in either turns it off. */
       localCache: { maxAgeMs: e.BROKER_LOCAL_CACHE_MAX_AGE_MS, maxEntries: e.BROKER_LOCAL_CACHE_MAX_ENTRIES },
+      /** Token streams (Server-Sent Events) of a serving replica; `maxClients` 0: off. */
+      stream: { maxClients: e.BROKER_STREAM_MAX_CLIENTS },
       redisPrefix: e.BROKER_REDIS_PREFIX,
       dataDir: e.BROKER_DATA_DIR,
       shutdownTimeoutMs: e.BROKER_SHUTDOWN_TIMEOUT_MS,

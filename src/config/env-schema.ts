@@ -171,6 +171,9 @@ export const envSchema = z.object({
   BROKER_LOCAL_CACHE_MAX_ENTRIES: intVar(0, 1_000_000, 50_000).describe(
     'most channel tokens one replica holds in process memory (oldest evicted first); 0 turns the in-process cache off',
   ),
+  BROKER_STREAM_MAX_CLIENTS: intVar(0, 1_000_000, 10_000).describe(
+    'most token streams (Server-Sent Events) one replica keeps open; one more is answered 503 with Retry-After; 0 turns the streams off',
+  ),
   BROKER_METRICS_CHANNEL_LABELS: intVar(0, 5000, 100).describe(
     'per-channel metric series for at most this many warm channels; 0 turns them off',
   ),

@@ -31,6 +31,8 @@ export const ERROR_TABLE = {
   upstream_bad_request: { status: 503, retryable: false, logLevel: 'error' },
   upstream_bad_response: { status: 503, retryable: true, logLevel: 'warn' },
   not_ready: { status: 503, retryable: true, logLevel: 'warn' },
+  /** The replica holds BROKER_STREAM_MAX_CLIENTS open token streams: try again later, or another replica. */
+  too_many_streams: { status: 503, retryable: true, logLevel: 'info' },
 } as const satisfies Record<string, { status: number; retryable: boolean; logLevel: 'info' | 'warn' | 'error'; shared?: false }>;
 
 export type ErrorCode = keyof typeof ERROR_TABLE;

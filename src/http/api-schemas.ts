@@ -95,3 +95,9 @@ export const errorResponse = z.strictObject({
     message: z.string().describe('a sentence for a person; never a secret'),
   }),
 });
+
+/** `data` of a token stream's `forgotten` event: the channel's token was forgotten (`DELETE`). */
+export const streamForgottenEvent = z.strictObject({ channelId: z.string() });
+
+/** `data` of a multiplexed token stream's `unavailable` event: this channel has no token to give now. */
+export const streamUnavailableEvent = z.strictObject({ channelId: z.string(), error: errorResponse.shape.error });

@@ -11,6 +11,8 @@ import { buildOpenApiDocument } from './openapi.js';
 import { errorMiddleware, notFound } from './error-middleware.js';
 import { channelRoutes } from './routes/channel-routes.js';
 import { tokenKindRoutes } from './routes/token-kind-routes.js';
+import { tokenStreamRoutes } from './routes/token-stream-routes.js';
+import type { TokenStreams } from './token-streams.js';
 import type { CommonTokenService } from '../service/common-token-service.js';
 import type { DisposableTokenService } from '../service/disposable-token-service.js';
 import type { ViewerTokenService } from '../service/viewer-token-service.js';
@@ -39,6 +41,8 @@ export interface HttpAppDeps {
     watchUrls: WatchUrlService;
     accounts: AccountRegistry;
     auth: ApiKeyAuth;
+    /** The token streams (Server-Sent Events); absent when BROKER_STREAM_MAX_CLIENTS is 0. */
+    streams?: TokenStreams | undefined;
   };
   readiness: ReadinessCheck;
   registry: Registry;
@@ -77,6 +81,7 @@ export function createHttpApp(deps: HttpAppDeps): Express {
     const kinds = tokenKindRoutes({ accounts, metrics: deps.metrics, viewerTokens, commonTokens, watchUrls });
     v1.use('/channels', routes, kinds);
     v1.use('/accounts/:account/channels', routes, kinds);
+    if (deps.channels.streams !== undefined) v1.use(tokenStreamRoutes({ accounts, streams: deps.channels.streams }));
     app.use('/v1', v1);
   }
 

@@ -10,6 +10,8 @@ import {
   disposableTokenResponse,
   errorResponse,
   rejectedTokenBody,
+  streamForgottenEvent,
+  streamUnavailableEvent,
   viewerProfileBody,
   viewerTokenResponse,
   watchUrlResponse,
@@ -91,6 +93,42 @@ const CHANNEL_OPERATIONS: Record<string, Record<string, Operation>> = {
   },
 };
 
+/** What a token stream's 200 answer carries (Server-Sent Events; see the README, "Token streams"). */
+const STREAM_EVENTS =
+  'Server-Sent Events: `event: token` (data: ChannelToken; first the current token, then each new one as it is written), ' +
+  '`event: forgotten` (data: StreamForgotten; after DELETE), and on the multiplexed stream `event: unavailable` ' +
+  '(data: StreamUnavailable); a `: heartbeat` comment every 15 s. The `id` is the token version (multiplexed: ' +
+  '`channelId:version,...`); send the last one back as `Last-Event-ID` to skip what you hold. Never a token with less ' +
+  'than BROKER_MIN_TTL_SECONDS left.';
+
+/** A token stream: the same refusals as the read (JSON), then `text/event-stream`. */
+function streamOperation(summary: string, params: unknown[], tag: string, multiplexed: boolean): Record<string, unknown> {
+  const channels = {
+    name: 'channels',
+    in: 'query',
+    required: true,
+    description: '1-100 channel IDs, comma-separated, given once',
+    schema: { type: 'string', pattern: '^\\d{1,20}(,\\d{1,20})*$' },
+  };
+  const lastEventId = {
+    name: 'Last-Event-ID',
+    in: 'header',
+    required: false,
+    description: 'the `id` of the last event received: what the client holds is not sent again',
+    schema: { type: 'string' },
+  };
+  return {
+    summary,
+    tags: [tag],
+    parameters: [...params, ...(multiplexed ? [channels] : []), lastEventId],
+    responses: {
+      '200': { description: STREAM_EVENTS, content: { 'text/event-stream': { schema: { type: 'string' } } } },
+      ...BAD_INPUT,
+      ...COMMON_ERRORS,
+    },
+  };
+}
+
 function operation(op: Operation, params: unknown[], tag: string): Record<string, unknown> {
   const [status, schema, description] = op.ok;
   return {
@@ -126,6 +164,13 @@ export function buildOpenApiDocument(): Record<string, unknown> {
       const params = suffix.includes('{channelId}') ? [...extraParams, channelParam] : [...extraParams];
       paths[`${base}${suffix}`] = Object.fromEntries(Object.entries(ops).map(([method, op]) => [method, operation(op, params, tag)]));
     }
+    paths[`${base}/{channelId}/token/stream`] = {
+      get: streamOperation("The channel's current token, then every new one as any replica writes it", [...extraParams, channelParam], tag, false),
+    };
+    const streamBase = base.replace(/\/channels$/, '');
+    paths[`${streamBase}/token-stream`] = {
+      get: streamOperation('The token streams of several channels (1-100) on one connection', [...extraParams], tag, true),
+    };
   }
   return {
     openapi: '3.1.0',
@@ -151,6 +196,8 @@ export function buildOpenApiDocument(): Record<string, unknown> {
         RejectedToken: jsonSchema(rejectedTokenBody, 'input'),
         ViewerProfile: jsonSchema(viewerProfileBody, 'input'),
         Error: jsonSchema(errorResponse, 'output'),
+        StreamForgotten: jsonSchema(streamForgottenEvent, 'output'),
+        StreamUnavailable: jsonSchema(streamUnavailableEvent, 'output'),
       },
     },
   };
