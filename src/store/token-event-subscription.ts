@@ -18,10 +18,13 @@ export interface TokenEventHandlers {
    * been missed, so whatever depends on them should read the current state again.
    */
   onResync(): void;
+  /** The subscription was lost (connection closed, or a Cluster node change): nothing arrives until onResync. */
+  onDown?(): void;
 }
 
 /**
- * Follows the token change announcements on the `RedisKeys.events()` pub/sub channel, for the token streams.
+ * Follows the token change announcements on the `RedisKeys.events()` pub/sub channel, for the token streams
+ * and the in-process token cache.
  *
  * Messages published while the subscription is down are lost, so every (re)subscription is reported as
  * `onResync`: the listener reads again what it follows. On a Redis Cluster the subscription lives on one
@@ -49,14 +52,12 @@ export class TokenEventSubscription {
     this.handlers = handlers;
     const { subscriber, logger } = this.o;
     subscriber.on('message', (channel: string, message: string) => this.onMessage(channel, message));
-    subscriber.on('close', () => {
-      this.subscribedNow = false;
-    });
+    subscriber.on('close', () => this.down());
     subscriber.on('error', (err: Error) => {
       const now = Date.now();
       if (now - this.lastErrorLoggedAt > 5000) {
         this.lastErrorLoggedAt = now;
-        logger.warn({ err: err.message }, 'token stream subscription: redis connection error');
+        logger.warn({ err: err.message }, 'token event subscription: redis connection error');
       }
     });
     let first: Promise<void> | undefined;
@@ -67,7 +68,7 @@ export class TokenEventSubscription {
     for (const event of ['node error', '-node', '+node']) {
       subscriber.on(event, () => {
         if (this.stopped) return;
-        this.subscribedNow = false;
+        this.down();
         void this.subscribe();
       });
     }
@@ -94,6 +95,11 @@ export class TokenEventSubscription {
     this.o.subscriber.disconnect();
   }
 
+  private down(): void {
+    this.subscribedNow = false;
+    this.handlers?.onDown?.();
+  }
+
   private async subscribe(): Promise<void> {
     if (this.stopped) return;
     try {
@@ -102,7 +108,7 @@ export class TokenEventSubscription {
       this.subscribedNow = true;
       this.handlers?.onResync();
     } catch (err) {
-      this.o.logger.warn({ err: (err as Error).message }, 'could not subscribe to token events: streams hear of new tokens after the next reconnection');
+      this.o.logger.warn({ err: (err as Error).message }, 'could not subscribe to token events: what follows them waits for the next reconnection');
     }
   }
 
