@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', '.data/**', 'grafana/**'] },
+  { ignores: ['dist/**', 'client/dist/**', 'node_modules/**', 'coverage/**', '.data/**', 'grafana/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -1,6 +1,6 @@
 import { Agent, type Dispatcher } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BrokerClient, BrokerClientError, type BrokerClientOptions, type ChannelToken } from '../src/client/broker-client.js';
+import { BrokerClient, BrokerClientError, type BrokerClientOptions, type ChannelToken } from '../client/src/broker-client.js';
 import { TEST_KEY, api, eventually, testConfig, uniquePrefix, useSimulator, type TestBroker, type TokenBody } from './support/harness.js';
 
 /**

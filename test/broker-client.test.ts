@@ -6,7 +6,7 @@ import {
   BrokerClientError,
   isInvalidTokenResponse,
   type BrokerClientOptions,
-} from '../src/client/broker-client.js';
+} from '../client/src/broker-client.js';
 import { ManualClock } from '../src/lib/clock.js';
 import type { PolyvSimulator } from '../src/sim/polyv-simulator.js';
 import { OTHER_KEY, TEST_KEY, startBroker, startSim, testConfig, type TestBroker } from './support/harness.js';

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BrokerClient, type ChannelToken } from '../src/client/broker-client.js';
+import { BrokerClient, type ChannelToken } from '../client/src/broker-client.js';
 import { RedisKeys } from '../src/store/redis-keys.js';
 import { BIN, FAULT_ACCOUNT, FAULT_KEY, Fleet } from './faults/support/fleet.js';
 import { SseStream, tokenOf, type SseEvent } from './support/sse.js';
