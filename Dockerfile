@@ -10,8 +10,11 @@ ARG NODE_IMAGE=node:20-bookworm-slim
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
+COPY client/package.json ./client/
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY client/tsconfig.json client/tsconfig.build.json client/tsconfig.cjs.json ./client/
+COPY client/src ./client/src
 COPY src ./src
 RUN npm run build
 
@@ -20,8 +23,10 @@ FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./
+COPY client/package.json ./client/
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/client/dist ./client/dist
 # Files stay owned by root: the node user can read them but not change them.
 USER node
 EXPOSE 8080
