@@ -57,6 +57,8 @@ const envSettingsSchema = z.transform(
       redisPrefix: e.BROKER_REDIS_PREFIX,
       dataDir: e.BROKER_DATA_DIR,
       shutdownTimeoutMs: e.BROKER_SHUTDOWN_TIMEOUT_MS,
+      /** How long SIGTERM keeps serving while /readyz answers 503, before the shutdown starts; 0: none. */
+      drainSeconds: e.BROKER_DRAIN_SECONDS,
       logLevel: e.LOG_LEVEL,
     }) as const,
 );
