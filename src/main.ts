@@ -1,5 +1,6 @@
 import { buildBrokerApp, type BrokerApp } from './app.js';
 import { loadConfig, type Config } from './config/config.js';
+import { demoCredentialsInUse } from './config/demo-credentials-in-use.js';
 import { ConfigError } from './errors/broker-error.js';
 import { removeEmbeddedRedisUrl, startRedisServer, writeEmbeddedRedisUrl, type RedisServerHandle } from './infra/redis-server.js';
 import { createLogger, type Logger } from './lib/logger.js';
@@ -137,6 +138,10 @@ export async function serve(env: NodeJS.ProcessEnv): Promise<void> {
   }
   const logger = createLogger(config.logLevel);
   exitOnUnhandled(logger);
+  const demo = demoCredentialsInUse(config);
+  if (demo.length > 0) {
+    logger.warn({ demo }, "public demo credentials (the PolyV simulator's demo account, the demo API key): for development only");
+  }
   const broker = await startBroker(config, logger);
   stopOnSignals(() => broker.stop(), config.shutdownTimeoutMs, logger, { seconds: config.drainSeconds, begin: () => broker.app.drain() });
 }
