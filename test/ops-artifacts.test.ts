@@ -6,6 +6,7 @@ import { delimiter, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parse } from 'yaml';
 import { z } from 'zod';
+import { loadConfig } from '../src/config/config.js';
 import { envSchema } from '../src/config/env-schema.js';
 import { DEMO_API_KEY, DEMO_APP_ID, DEMO_APP_SECRET } from '../src/domain/demo-credentials.js';
 import { freePort } from '../src/infra/redis-server.js';
@@ -521,6 +522,7 @@ const ComposeShape = z.object({
       command: z.unknown().optional(),
       entrypoint: z.array(z.string()).optional(),
       healthcheck: z.unknown().optional(),
+      stop_grace_period: z.string().optional(),
       profiles: z.array(z.string()).optional(),
       environment: z.union([z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])), z.array(z.string())]).optional(),
       secrets: z.array(z.union([z.string(), z.looseObject({ source: z.unknown().optional() })])).optional(),
@@ -730,6 +732,11 @@ describe.skipIf(!onPath('docker-compose'))('docker-compose.yml', () => {
       expect(e.has('POLYV_APP_SECRET'), `${name} gets the secret as a file only`).toBe(false);
       expect(e.get('POLYV_BASE_URL'), `${name} defaults to PolyV`).toBe('https://api.polyv.net');
       expect(broker.init, name).toBe(true);
+      // Docker waits this long after SIGTERM before SIGKILL: enough for the default drain and shutdown timeout.
+      const defaults = loadConfig({ POLYV_APP_ID: 'x', POLYV_APP_SECRET: 'x', BROKER_API_KEYS: 'a:0123456789abcdef' });
+      expect(Number(/^(\d+)s$/.exec(broker.stop_grace_period ?? '')?.[1]), name).toBeGreaterThan(
+        defaults.drainSeconds + defaults.shutdownTimeoutMs / 1000,
+      );
       expect(broker.secrets?.map((x) => (typeof x === 'string' ? x : x.source)), name).toContain('polyv_app_secret');
       expect(broker.healthcheck, name).toHaveProperty('test');
     }
