@@ -2,13 +2,15 @@
  * `npm run bench`: every figure of BENCHMARKS.md next to a baseline measured in the same run.
  *
  *   npm run bench                                   # everything (about 4.5 minutes on 2 cores)
- *   npm run bench -- --only=serve,latency           # some sections: serve, latency, cold, scale, cluster
+ *   npm run bench -- --only=serve,latency           # some sections: serve, latency, cold, scale, cluster, stream
+ *   npm run bench -- --only=stream --subscribers=2000   # the token stream's fan-out (a few seconds)
  *   npm run bench -- --channels=20000 --seconds=5   # a smaller scheduler run, shorter load runs
  *
  * It starts its own redis-server (startRedisServer, loopback, no persistence), the PolyV simulator and every
  * server under test as child processes on 127.0.0.1, and stops them all when it ends, whatever happens
  * (a hard limit of 9.5 minutes included).
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,12 +25,16 @@ import { BrokerMetrics } from '../src/metrics/broker-metrics.js';
 import { PolyvClient } from '../src/polyv/polyv-client.js';
 import { refreshJobId } from '../src/scheduler/refresh-queue.js';
 import { RedisKeys } from '../src/store/redis-keys.js';
+import { startDelayProxy } from './delay-proxy.js';
+import { TokenStore } from '../src/store/token-store.js';
 import type { OpenLoopResult } from './open-loop.js';
-import { BENCH_API_KEY, BENCH_APP_ID, BENCH_APP_SECRET, Child, autocannon, brokerEnv, quantile, sleep, sortNumbers, waitForHttp } from './support.js';
+import { BENCH_API_KEY, BENCH_APP_ID, BENCH_APP_SECRET, Child, autocannon, brokerEnv, quantile, sleep, sortNumbers, waitForHttp, wrk, wrkInstalled } from './support.js';
 
 const { values: argv } = parseArgs({
   options: {
-    only: { type: 'string', default: 'serve,latency,cold,scale,cluster' },
+    only: { type: 'string', default: 'serve,latency,cold,scale,cluster,stream' },
+    /** Token-stream subscribers of the fan-out section. */
+    subscribers: { type: 'string', default: '1000' },
     seconds: { type: 'string', default: '8' },
     channels: { type: 'string', default: '100000' },
     rate: { type: 'string', default: '5000' },
@@ -40,6 +46,7 @@ const SECTIONS = new Set((argv.only ?? '').split(','));
 const SECONDS = Number(argv.seconds);
 const CHANNELS = Number(argv.channels);
 const RATE = Number(argv.rate);
+const SUBSCRIBERS = Number(argv.subscribers);
 const CONNECTIONS = 50;
 const AUTH = { authorization: `Bearer ${BENCH_API_KEY}` };
 const HARD_LIMIT_MS = 570_000;
@@ -89,12 +96,12 @@ function cpuMicros(pids: readonly number[]): number {
 }
 const CLOCK_TICKS_PER_SECOND = 100;
 
-/** A short unmeasured run first (JIT, connection set-up), then the measured one. */
-async function measureThroughput(server: Served, headers: Record<string, string>) {
+/** A short unmeasured run first (JIT, connection set-up), then the measured one; autocannon unless told. */
+async function measureThroughput(server: Served, headers: Record<string, string>, generator: typeof autocannon = autocannon) {
   const url = `${server.url}/v1/channels/1000001/token`;
-  await autocannon(url, { connections: CONNECTIONS, seconds: 2, headers });
+  await generator(url, { connections: CONNECTIONS, seconds: 2, headers });
   const cpu0 = cpuMicros(server.pids);
-  const result = await autocannon(url, { connections: CONNECTIONS, seconds: SECONDS, headers });
+  const result = await generator(url, { connections: CONNECTIONS, seconds: SECONDS, headers });
   // Server CPU per answered request: unlike req/s, it does not depend on who else uses the cores.
   return { ...result, cpuMicrosPerRequest: (cpuMicros(server.pids) - cpu0) / result.total };
 }
@@ -142,10 +149,28 @@ async function main(): Promise<void> {
         const bareRps = (b1.requestsPerSec + b2.requestsPerSec) / 2;
         const brokerRps = (k1.requestsPerSec + k2.requestsPerSec) / 2;
         log(`   runs: bare ${fmt(b1.requestsPerSec, 0)} / ${fmt(b2.requestsPerSec, 0)}, broker ${fmt(k1.requestsPerSec, 0)} / ${fmt(k2.requestsPerSec, 0)} req/s`);
-        row('serve throughput (req/s)', fmt(brokerRps, 0), `bare node:http ${fmt(bareRps, 0)}`, fmt(brokerRps / bareRps), '>= 0.5', brokerRps / bareRps >= 0.5);
+        row('serve throughput, autocannon (req/s)', fmt(brokerRps, 0), `bare node:http ${fmt(bareRps, 0)}`, fmt(brokerRps / bareRps), '>= 0.7', brokerRps / bareRps >= 0.7);
         const bareCpu = (b1.cpuMicrosPerRequest + b2.cpuMicrosPerRequest) / 2;
         const brokerCpu = (k1.cpuMicrosPerRequest + k2.cpuMicrosPerRequest) / 2;
         row('  server CPU per request (µs)', fmt(brokerCpu, 1), `bare node:http ${fmt(bareCpu, 1)}`, `bare/broker ${fmt(bareCpu / brokerCpu)}`);
+
+        if (wrkInstalled()) {
+          const wb1 = await measureThroughput(bare, AUTH, wrk);
+          const wk1 = await measureThroughput(broker, AUTH, wrk);
+          const wb2 = await measureThroughput(bare, AUTH, wrk);
+          const wk2 = await measureThroughput(broker, AUTH, wrk);
+          for (const r of [wk1, wk2]) if (r.non2xx > 0 || r.errors > 0) throw new Error(`broker answered ${r.non2xx} non-2xx, ${r.errors} errors (wrk)`);
+          const wBare = (wb1.requestsPerSec + wb2.requestsPerSec) / 2;
+          const wBroker = (wk1.requestsPerSec + wk2.requestsPerSec) / 2;
+          log(`   wrk runs: bare ${fmt(wb1.requestsPerSec, 0)} / ${fmt(wb2.requestsPerSec, 0)}, broker ${fmt(wk1.requestsPerSec, 0)} / ${fmt(wk2.requestsPerSec, 0)} req/s`);
+          row('serve throughput, wrk -t1 (req/s)', fmt(wBroker, 0), `bare node:http ${fmt(wBare, 0)}`, fmt(wBroker / wBare), '>= 0.7', wBroker / wBare >= 0.7);
+          const wBareCpu = (wb1.cpuMicrosPerRequest + wb2.cpuMicrosPerRequest) / 2;
+          const wBrokerCpu = (wk1.cpuMicrosPerRequest + wk2.cpuMicrosPerRequest) / 2;
+          row('  server CPU per request, wrk (µs)', fmt(wBrokerCpu, 1), `bare node:http ${fmt(wBareCpu, 1)}`, `bare/broker ${fmt(wBareCpu / wBrokerCpu)}`);
+          row('  latency p99, wrk (ms)', fmt((wk1.latencyP99Ms + wk2.latencyP99Ms) / 2, 2), `bare ${fmt((wb1.latencyP99Ms + wb2.latencyP99Ms) / 2, 2)}`, '');
+        } else {
+          log('   (wrk is not installed: `apt-get install wrk` adds the second generator)');
+        }
 
         const noCache = await startServe('broker', 1, { ...serveEnv, BROKER_LOCAL_CACHE_MAX_ENTRIES: '0' });
         const n = await measureThroughput(noCache, AUTH);
@@ -182,9 +207,15 @@ async function main(): Promise<void> {
         });
         const account = { name: 'default', appId: BENCH_APP_ID, appSecret: BENCH_APP_SECRET, channels: [] };
         const agent = new Agent({ connections: 1 });
+        // A second broker that reaches Redis through a proxy adding ROUND_TRIP_DELAY_MS to each round trip.
+        const ROUND_TRIP_DELAY_MS = 4;
+        const redisAddress = new URL(redisServer.url);
+        const proxy = await startDelayProxy({ host: redisAddress.hostname, port: Number(redisAddress.port) }, ROUND_TRIP_DELAY_MS);
+        const slowRedisBroker = await startServe('broker', 1, { ...serveEnv, REDIS_URL: proxy.url });
+        let target = broker.url;
         const timeRead = async (path: string, body?: unknown) => {
           const t0 = performance.now();
-          const res = await request(`${broker.url}${path}`, {
+          const res = await request(`${target}${path}`, {
             method: body === undefined ? 'GET' : 'POST',
             headers: body === undefined ? AUTH : { ...AUTH, 'content-type': 'application/json' },
             body: body === undefined ? undefined : JSON.stringify(body),
@@ -240,12 +271,24 @@ async function main(): Promise<void> {
               commands += used;
             }
           }
+          // The same kind's cold reads through the delaying proxy: how many Redis round trips they wait for.
+          target = slowRedisBroker.url;
+          const slow: number[] = [];
+          for (let i = N + 20; i < N + 80; i += 1) {
+            await polyvCall(i);
+            slow.push(await coldRead(i));
+          }
+          target = broker.url;
           const [sc, sr, sh] = [sortNumbers(cold), sortNumbers(rtt), sortNumbers(hit)];
           const extra = quantile(sc, 0.5) - quantile(sr, 0.5);
+          const roundTrips = (quantile(sortNumbers(slow), 0.5) - quantile(sc, 0.5)) / ROUND_TRIP_DELAY_MS;
           log(`   ${kind}: ${N} cold reads p50 ${fmt(quantile(sc, 0.5), 3)} ms, p90 ${fmt(quantile(sc, 0.9), 3)} ms; PolyV round trip p50 ${fmt(quantile(sr, 0.5), 3)} ms; Redis commands per cold read ${fmt(commands / N, 1)}; cached channel read p50 ${fmt(quantile(sh, 0.5), 3)} ms`);
           row(`cold miss minus one PolyV round trip, ${kind} (p50, ms)`, fmt(extra, 3), `PolyV round trip ${fmt(quantile(sr, 0.5), 3)} ms`, fmt(quantile(sc, 0.5) / quantile(sr, 0.5)), '< 2 ms', extra < 2);
           row(`  p90 cold minus p90 round trip, ${kind} (ms)`, fmt(quantile(sc, 0.9) - quantile(sr, 0.9), 3), `Redis commands per cold read ${fmt(commands / N, 1)}`, '');
+          row(`  Redis round trips on the answer path, ${kind}`, fmt(roundTrips, 1), `+${ROUND_TRIP_DELAY_MS} ms per round trip`, '');
         }
+        await slowRedisBroker.child.stop();
+        await proxy.close();
         await polyv.close();
         await agent.close();
       }
@@ -273,6 +316,7 @@ async function main(): Promise<void> {
     }
 
     if (SECTIONS.has('scale')) await scale(redis, redisServer.url, simUrl, sim);
+    if (SECTIONS.has('stream')) await streamFanOut(redisServer.url, simUrl);
     await sim.stop();
   } finally {
     Child.killAll();
@@ -392,6 +436,64 @@ async function scale(redis: Redis, redisUrl: string, simUrl: string, sim: Child)
   row('refresh timing error |p99| (ms)', fmt(timing.absP99, 0), 'due time (nextRefreshAt)', '', '< 1000', timing.absP99 < 1000);
   row('PolyV calls per channel-hour (3600/300, compressed x100)', fmt(perChannelHour, 3), `policy ${fmt(expected, 3)} = 3600 / (3600 - 300 - mean jitter 15)`, fmt(perChannelHour / expected), '<= 1.1', perChannelHour <= 1.1);
   row('worker CPU per 1000 refreshes (ms)', fmt(cpuMs / (counted.calls / 1000), 0), `redis-server ${fmt(((redisCpuB - redisCpuA) * 1000) / (counted.calls / 1000), 0)} ms`, '');
+}
+
+/**
+ * 6. Token-stream fan-out: SUBSCRIBERS streams of one channel on one broker (a child process of raw sockets),
+ * while a writer (this process, through the broker's own TokenStore) writes new tokens of that channel as
+ * fast as it can, each announced on pub/sub like a refresh. Events delivered per second to all subscribers,
+ * and the broker's CPU per delivered event, against the cached GET of the same broker in the same run.
+ */
+async function streamFanOut(redisUrl: string, simUrl: string): Promise<void> {
+  const seconds = Math.min(SECONDS, 4);
+  const channelId = '1000001';
+  const tokenPath = `/v1/channels/${channelId}/token`;
+  log(`\n6. token stream fan-out: ${SUBSCRIBERS} subscribers of one channel, new tokens written by one writer for ${seconds} s; baseline: the cached GET`);
+  const prefix = 'bench-stream';
+  const broker = await startServe('broker', 1, brokerEnv(redisUrl, simUrl, { BROKER_ROLE: 'api', BROKER_REDIS_PREFIX: prefix }));
+  const first = await getJson(`${broker.url}${tokenPath}`);
+  if (first.status !== 200) throw new Error(`the broker answered ${first.status}: ${first.text}`);
+
+  await autocannon(`${broker.url}${tokenPath}`, { connections: CONNECTIONS, seconds: 1, headers: AUTH });
+  const readCpu0 = cpuMicros(broker.pids);
+  const read = await autocannon(`${broker.url}${tokenPath}`, { connections: CONNECTIONS, seconds, headers: AUTH });
+  if (read.non2xx > 0 || read.errors > 0) throw new Error(`broker answered ${read.non2xx} non-2xx, ${read.errors} errors`);
+  const readCpu = (cpuMicros(broker.pids) - readCpu0) / read.total;
+
+  const subscribers = await Child.start(dist('stream-subscribers.js'), [], {});
+  type Count = { events: number; closed: number; lastIds: string[] };
+  const opened = performance.now();
+  await subscribers.request('open', { port: Number(new URL(broker.url).port), path: `${tokenPath}/stream`, key: BENCH_API_KEY, count: SUBSCRIBERS });
+  const openMs = performance.now() - opened;
+  const writerRedis = new Redis(redisUrl);
+  try {
+    const store = new TokenStore({ redis: writerRedis, keys: new RedisKeys(prefix) });
+    let version = ((await store.read(BENCH_APP_ID, channelId))?.version ?? 0) + 1000;
+    const c0 = await subscribers.request<Count>('count');
+    const cpu0 = cpuMicros(broker.pids);
+    const t0 = performance.now();
+    let writes = 0;
+    while (performance.now() - t0 < seconds * 1000) {
+      version += 1;
+      writes += 1;
+      const token = randomBytes(16).toString('hex');
+      await store.write(BENCH_APP_ID, channelId, { token, expireTime: Date.now() + 3_600_000, version, fetchedAt: Date.now() });
+    }
+    const elapsed = (performance.now() - t0) / 1000;
+    const c1 = await subscribers.request<Count>('count');
+    await sleep(1000);
+    const c2 = await subscribers.request<Count>('count');
+    const cpuPerEvent = (cpuMicros(broker.pids) - cpu0) / (c2.events - c0.events);
+    const perSecond = (c1.events - c0.events) / elapsed;
+    const caughtUp = c2.closed === 0 && c2.lastIds.length === 1 && c2.lastIds[0] === String(version);
+    log(`   ${SUBSCRIBERS} streams opened (first token each) in ${fmt(openMs, 0)} ms; ${writes} tokens written (${fmt(writes / elapsed, 0)}/s), ${fmt((c2.events - c0.events) / SUBSCRIBERS, 0)} delivered to each subscriber (a burst is coalesced: each gets the latest), every subscriber on the last token at the end: ${caughtUp ? 'yes' : `NO (${JSON.stringify(c2)})`}`);
+    row(`stream fan-out to ${SUBSCRIBERS} subscribers (token events/s delivered)`, fmt(perSecond, 0), `cached GET ${fmt(read.requestsPerSec, 0)} req/s`, fmt(perSecond / read.requestsPerSec));
+    row('  server CPU per delivered event (µs)', fmt(cpuPerEvent, 1), `per cached GET ${fmt(readCpu, 1)}`, `GET/event ${fmt(readCpu / cpuPerEvent)}`);
+  } finally {
+    await writerRedis.quit().catch(() => undefined);
+    await subscribers.stop();
+    await broker.child.stop();
+  }
 }
 
 let redisPid: number | undefined;

@@ -2,7 +2,7 @@
  * Plumbing shared by the bench scripts: child processes that talk over IPC, autocannon runs, percentiles.
  * Every process listens on 127.0.0.1 only; every child is killed when the bench ends, however it ends.
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 
 export const BENCH_API_KEY = 'bench-consumer-key-0123456789';
@@ -154,6 +154,44 @@ export async function autocannon(url: string, options: { connections: number; se
     non2xx: r.non2xx,
     errors: r.errors,
     total: r.requests.total,
+  };
+}
+
+/** Whether Debian's `wrk` is on the PATH (the bench runs it beside autocannon when it is). */
+export function wrkInstalled(): boolean {
+  return spawnSync('wrk', ['--version'], { stdio: 'ignore' }).error === undefined;
+}
+
+/**
+ * One `wrk -t1` run (a C load generator, lighter than autocannon, so the server gets more of the cores).
+ * Non-2xx answers and socket errors are counted from its summary.
+ */
+export async function wrk(url: string, options: { connections: number; seconds: number; headers?: Record<string, string> }): Promise<AutocannonResult> {
+  const args = ['-t1', '-c', String(options.connections), '-d', `${options.seconds}s`, '--latency'];
+  for (const [k, v] of Object.entries(options.headers ?? {})) args.push('-H', `${k}: ${v}`);
+  args.push(url);
+  const proc = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'ignore'] });
+  Child.all.add(proc);
+  let out = '';
+  proc.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  const code = await new Promise<number | null>((resolve) => proc.once('exit', resolve));
+  Child.all.delete(proc);
+  if (code !== 0) throw new Error(`wrk exited with ${String(code)}`);
+  const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? 0);
+  const ms = (re: RegExp) => {
+    const m = re.exec(out);
+    if (m === null) return Number.NaN;
+    const unit = m[2] ?? 'ms';
+    return Number(m[1]) * (unit === 'us' ? 0.001 : unit === 's' ? 1000 : 1);
+  };
+  const errors = [/connect (\d+)/, /read (\d+)/, /write (\d+)/, /timeout (\d+)/].reduce((sum, re) => sum + num(re), 0);
+  return {
+    requestsPerSec: num(/Requests\/sec:\s+([\d.]+)/),
+    latencyP50Ms: ms(/\s50%\s+([\d.]+)(us|ms|s)/),
+    latencyP99Ms: ms(/\s99%\s+([\d.]+)(us|ms|s)/),
+    non2xx: num(/Non-2xx or 3xx responses: (\d+)/),
+    errors,
+    total: num(/(\d+) requests in/),
   };
 }
 

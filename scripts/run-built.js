@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
  * Runs a command of the built CLI, dist/src/cli/bin.js, in this process: `npm start` (serve) and `npm run demo`.
- * It builds first (`tsc -p tsconfig.build.json`, what `npm run build` runs) only when dist/ is missing or older
- * than its sources, so an ordinary start compiles nothing. Without TypeScript (`npm ci --omit=dev`) it starts
+ * It builds first (`npm run build`) only when dist/ is missing or older than its sources, so an ordinary start
+ * compiles nothing. Without TypeScript (`npm ci --omit=dev`) it starts
  * the dist/ it finds, and stops with a message only when there is none.
  */
 import { spawnSync } from 'node:child_process';
@@ -27,13 +27,21 @@ function newestMtimeMs(path) {
   return readdirSync(path).reduce((newest, name) => Math.max(newest, newestMtimeMs(join(path, name))), stat.mtimeMs);
 }
 
-/** Path of TypeScript's compiler, or undefined when dev dependencies are not installed. */
-function findTsc() {
+/** Whether TypeScript is installed (it is not with production dependencies only). */
+function haveTypeScript() {
   try {
-    return createRequire(join(ROOT, 'package.json')).resolve('typescript/bin/tsc');
+    createRequire(join(ROOT, 'package.json')).resolve('typescript/bin/tsc');
+    return true;
   } catch {
-    return undefined;
+    return false;
   }
+}
+
+/** `npm run build`, with the npm that runs this script (`npm start`), else the one on the PATH. */
+function build() {
+  const npmCli = process.env['npm_execpath'];
+  const [command, args] = npmCli?.endsWith('.js') ? [process.execPath, [npmCli]] : ['npm', []];
+  return spawnSync(command, [...args, 'run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' });
 }
 
 /** Why dist/ needs building, or undefined when it is up to date. */
@@ -45,17 +53,17 @@ function staleness() {
 
 const reason = staleness();
 if (reason !== undefined) {
-  const tsc = findTsc();
-  if (tsc === undefined && !existsSync(BIN)) {
+  const typescript = haveTypeScript();
+  if (!typescript && !existsSync(BIN)) {
     say(`${reason} and TypeScript is not installed: run \`npm ci && npm run build\`, or install a built package`);
     process.exit(1);
   }
-  if (tsc === undefined) {
+  if (!typescript) {
     say(`${reason}, but TypeScript is not installed (production dependencies only): starting dist/ as it is`);
   } else {
     say(`${reason}: building (npm run build)`);
-    const build = spawnSync(process.execPath, [tsc, '-p', join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, stdio: 'inherit' });
-    if (build.status !== 0) process.exit(build.status ?? 1);
+    const built = build();
+    if (built.status !== 0) process.exit(built.status ?? 1);
   }
 }
 

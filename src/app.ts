@@ -6,6 +6,7 @@ import { createPolyvClient } from './composition/create-polyv-client.js';
 import { createRefreshJobs, createRefreshWorker } from './composition/create-scheduler.js';
 import { createServices, type Services } from './composition/create-services.js';
 import { createStores, type Stores } from './composition/create-stores.js';
+import { createStreams } from './composition/create-streams.js';
 import type { Config } from './config/config.js';
 import { systemClock, type Clock } from './lib/clock.js';
 import { createLogger, type Logger } from './lib/logger.js';
@@ -82,7 +83,7 @@ function registerGauges({ config, clock, metrics }: AppContext, stores: Stores, 
 
 /**
  * The composition root: the only place that constructs clients, stores, workers and the HTTP server, in
- * steps (src/composition/): stores -> PolyV client -> refresh queue -> services -> worker -> HTTP. Nothing
+ * steps (src/composition/): stores -> PolyV client -> refresh queue -> services -> worker -> token streams -> HTTP. Nothing
  * connects or listens until start(), which starts them in that order; stop() closes them in reverse.
  */
 export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
@@ -100,7 +101,8 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
   const services = createServices(ctx, { stores, polyv, queue: jobs.queue });
   const worker = createRefreshWorker(ctx, { jobs, stores, services });
   registerGauges(ctx, stores, jobs.queue, services);
-  const http = createHttp(ctx, { redis: stores.redis, services, worker });
+  const streams = createStreams(ctx, { stores, services });
+  const http = createHttp(ctx, { redis: stores.redis, services, worker, streams: streams?.streams });
 
   let stopping: Promise<void> | undefined;
   return {
@@ -122,6 +124,7 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
     drain: () => http.drain(),
     async start() {
       await stores.start();
+      await streams?.start();
       await worker?.start();
       return http.start();
     },
@@ -133,6 +136,8 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
   };
 
   async function stopAll(): Promise<void> {
+    // Open token streams end first (their clients reconnect elsewhere); otherwise closing would wait for them.
+    streams?.drain();
     await http.close();
     // Each step that needs Redis gets a share of the shutdown time: while Redis is unreachable, BullMQ's
     // close() and QUIT would wait for it forever.
@@ -140,6 +145,7 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
     await worker?.stop(graceMs);
     await jobs.close(graceMs);
     await polyv.close();
+    await streams?.close(graceMs);
     await stores.close(graceMs);
     ctx.logger.info('broker stopped');
   }

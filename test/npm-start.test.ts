@@ -26,7 +26,7 @@ function project(options: { typescript: boolean }): string {
   dirs.push(dir);
   mkdirSync(join(dir, 'scripts'));
   cpSync(join(ROOT, 'scripts', 'run-built.js'), join(dir, 'scripts', 'run-built.js'));
-  writeFileSync(join(dir, 'package.json'), JSON.stringify({ type: 'module' }));
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ type: 'module', scripts: { build: 'tsc -p tsconfig.build.json' } }));
   const tsconfig = { compilerOptions: { target: 'ES2022', module: 'NodeNext', types: ['node'], skipLibCheck: true, outDir: 'dist', rootDir: '.' } };
   writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify(tsconfig));
   writeFileSync(join(dir, 'tsconfig.build.json'), readFileSync(join(ROOT, 'tsconfig.build.json')));
@@ -52,11 +52,11 @@ function age(path: string, secondsAgo: number): void {
 }
 
 describe('npm start (scripts/run-built.js)', () => {
-  it('when package.json starts the broker and the demo, then both go through the script, and npm run build only builds', () => {
+  it('when package.json starts the broker and the demo, then both go through the script, and npm run build builds with tsc', () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
     expect(pkg.scripts['start']).toBe('node scripts/run-built.js serve');
     expect(pkg.scripts['demo']).toBe('node scripts/run-built.js demo');
-    expect(pkg.scripts['build']).toBe('tsc -p tsconfig.build.json');
+    expect(pkg.scripts['build']).toMatch(/^tsc -p tsconfig\.build\.json\b/);
   });
 
   it('when dist/ is missing, then it builds and runs the command', () => {

@@ -70,6 +70,7 @@ const FAKE_SNAPSHOT: StateSnapshot = {
   jobs: { delayed: 2, waiting: 0, active: 0, failed: 0, prioritized: 0 },
   globalCallsLast10s: 3,
   globalLimitPer10s: 1200,
+  upstreamPaused: false,
   channelBudgetsPerHour: { default: 450 },
   maxBudgetUsedRatio: 0.01,
   channels: [
@@ -398,10 +399,16 @@ describe('Grafana dashboards', () => {
       'polyv_broker_stale_channels',
       'polyv_broker_redis_up',
       'polyv_broker_budget_refusals_total',
+      'polyv_broker_upstream_calls_caused_total',
+      'polyv_broker_requests_total',
+      'polyv_broker_upstream_paused',
     ]) {
       expect([...shown], `a panel shows ${metric}`).toContain(metric);
     }
     expect(exprs, 'the PolyV 500/hour channel limit is drawn').toMatch(/vector\(500\)/);
+    const byConsumer = panelsOf(dashboard).find((p) => typeof p['title'] === 'string' && p['title'].startsWith('PolyV calls by consumer'));
+    expect(byConsumer, 'a "PolyV calls by consumer" panel').toBeDefined();
+    expect(JSON.stringify(byConsumer?.['targets']), 'it groups the calls each consumer caused by consumer').toMatch(/by \(consumer[^)]*\) \(rate\(polyv_broker_upstream_calls_caused_total/);
     expect(exprs, 'serve latency p50 and p99').toMatch(/histogram_quantile\(0\.5,[^\n]*serve_duration[\s\S]*histogram_quantile\(0\.99,[^\n]*serve_duration/);
   });
 
@@ -420,6 +427,21 @@ describe('Grafana dashboards', () => {
   });
 });
 
+describe("the README's Metrics section", () => {
+  it('when the README lists metrics, then it lists each metric the broker itself exports (process metrics aside), and no other', async () => {
+    const metrics = new BrokerMetrics({ defaultMetrics: false });
+    registerStateGauges(metrics, async () => FAKE_SNAPSHOT);
+    const own = (await metrics.registry.getMetricsAsJSON()).map((m) => m.name).sort();
+    const readme = read('README.md');
+    const start = readme.indexOf('\n## Metrics\n');
+    expect(start, 'a Metrics section').toBeGreaterThan(0);
+    const end = readme.indexOf('\n## ', start + 1);
+    const section = readme.slice(start, end < 0 ? undefined : end);
+    const listed = [...new Set([...section.matchAll(/`(polyv_broker_[a-z0-9_]+)`/g)].map((m) => m[1]!))].sort();
+    expect(listed).toEqual(own);
+  });
+});
+
 describe('Prometheus alert rules', () => {
   const REQUIRED = [
     'PolyvBrokerRefreshesFailing',
@@ -432,6 +454,7 @@ describe('Prometheus alert rules', () => {
     'PolyvBrokerDown',
     'PolyvBrokerServedBelowMinTtl',
     'PolyvBrokerGlobalLimitNear',
+    'PolyvBrokerUpstreamPaused',
   ];
 
   it('when an alert rule queries Prometheus, then every metric and label it names is exported by the broker', () => {
@@ -440,6 +463,10 @@ describe('Prometheus alert rules', () => {
     for (const rule of rules) {
       expect(typeof rule.expr, `${rule.alert} has one expr`).toBe('string');
       problems.push(...problemsOf({ where: `${ALERTS_FILE} ${rule.alert}`, expr: String(rule.expr) }, exported, stateGauges));
+      // The query a runbook names to find the cause is PromQL too.
+      const query = rule.annotations?.['query'];
+      if (typeof query === 'string') problems.push(...problemsOf({ where: `${ALERTS_FILE} ${rule.alert} query`, expr: query }, exported, stateGauges));
+      else if (query !== undefined) problems.push(`${ALERTS_FILE} ${rule.alert}: the query annotation is not PromQL text`);
     }
     expect(problems).toEqual([]);
     // Recording rules or anything else with an expr are checked too.
@@ -458,9 +485,17 @@ describe('Prometheus alert rules', () => {
       expect(r.annotations?.['description'], `${r.alert} has a description`).toMatch(/\S/);
       expect(r.annotations?.['runbook'], `${r.alert} links the runbook`).toBe('README.md#alerts');
     }
+    // Budget running high or PolyV pausing the fleet: the first question is which consumer caused the calls.
+    for (const name of ['PolyvBrokerChannelBudgetHigh', 'PolyvBrokerUpstreamPaused']) {
+      const annotation = rules.find((r) => r.alert === name)?.annotations?.['query'];
+      const query = typeof annotation === 'string' ? annotation : '';
+      expect(query, `${name} names the query that finds the consumer`).toMatch(/\bby \(consumer\b/);
+      expect([...metricNames(query)], name).toEqual(['polyv_broker_upstream_calls_caused_total']);
+      expect(read('README.md'), `the README's Alerts table gives ${name}'s query`).toContain(query);
+    }
   });
 
-  it('when alerts are named, then the promtool unit tests cover the budget, auth-error and Redis-down alerts', () => {
+  it('when alerts are named, then the promtool unit tests cover the budget, auth-error, Redis-down and pause alerts', () => {
     const shape = z.object({
       tests: z.array(
         z.looseObject({
@@ -476,7 +511,7 @@ describe('Prometheus alert rules', () => {
       ),
     });
     const cases = parseYaml(read('prometheus/alerts.test.yml'), shape).tests.flatMap((t) => t.alert_rule_test ?? []);
-    for (const name of ['PolyvBrokerChannelBudgetHigh', 'PolyvBrokerUpstreamAuthFailed', 'PolyvBrokerRedisDown']) {
+    for (const name of ['PolyvBrokerChannelBudgetHigh', 'PolyvBrokerUpstreamAuthFailed', 'PolyvBrokerRedisDown', 'PolyvBrokerUpstreamPaused']) {
       const firing = cases.filter((c) => c.alertname === name && (c.exp_alerts ?? []).length > 0);
       expect(firing.length, `${name} is expected to fire in some test`).toBeGreaterThan(0);
       for (const c of firing) for (const a of c.exp_alerts ?? []) expect(a.exp_labels, `${name}: the expected alert names its labels`).toBeDefined();

@@ -14,6 +14,7 @@ import {
 } from './oncall-commands.js';
 import { sim } from './sim-command.js';
 import type { BrokerApp } from '../app.js';
+import { buildOpenApiDocument } from '../http/openapi.js';
 
 const USAGE = `usage: polyv-token-broker <command>
 
@@ -21,6 +22,7 @@ commands:
   serve     run the broker (configured by environment variables; see README)
   sim       run the PolyV simulator (SIM_PORT, SIM_APP_ID, SIM_APP_SECRET, SIM_CHANNELS)
   demo      simulator + embedded Redis + broker with warm channels, and curl examples
+  openapi   print the OpenAPI 3.1 description of the HTTP API (as served at GET /openapi.json)
 
 on-call (same environment as the broker; --json for machine-readable output, --account <name> for
 another account of BROKER_CONFIG_FILE):
@@ -78,6 +80,9 @@ async function main(argv: readonly string[]): Promise<number | undefined> {
     case 'demo':
       await demo(process.env, print);
       return undefined;
+    case 'openapi':
+      print(JSON.stringify(buildOpenApiDocument(), null, 2));
+      return 0;
     case undefined:
     case 'help':
     case '--help':

@@ -103,6 +103,7 @@ export async function inspectCommand(app: BrokerApp, args: readonly string[], pr
     const warm = await app.store.countWarm(account.appId);
     const globalUsed = await app.budget.globalUsed();
     const credentialsRefused = await app.budget.readAccountFailure(account.appId);
+    const upstreamPause = await app.budget.readPause();
     const summary = {
       account: account.name,
       appId: account.appId,
@@ -111,6 +112,7 @@ export async function inspectCommand(app: BrokerApp, args: readonly string[], pr
       globalCallsLast10s: globalUsed,
       globalLimitPer10s: app.config.budget.globalPer10s,
       credentialsRefused,
+      upstreamPause,
     };
     if (args.includes('--json')) {
       print(JSON.stringify(summary, null, 2));
@@ -119,6 +121,10 @@ export async function inspectCommand(app: BrokerApp, args: readonly string[], pr
     print(`account ${summary.account} (appId ${summary.appId}): ${warm} warm channels`);
     print(`jobs: ${Object.entries(counts).map(([k, v]) => `${k}=${v}`).join(' ')}`);
     print(`PolyV calls in the last 10 s (whole fleet): ${globalUsed}/${summary.globalLimitPer10s}`);
+    if (upstreamPause !== null) {
+      const state = upstreamPause.until > now ? `paused until ${iso(upstreamPause.until)} (in ${secondsFrom(upstreamPause.until, now)})` : 'the probe after the pause is due';
+      print(`PolyV calls of the whole fleet: ${state}, after PolyV said at ${iso(upstreamPause.at)}: ${upstreamPause.message}`);
+    }
     if (credentialsRefused !== null) {
       print(`credentials refused by PolyV at ${iso(credentialsRefused.at)}: ${credentialsRefused.message}`);
       print(`  no PolyV call for this account until ${iso(credentialsRefused.retryAt)} (in ${secondsFrom(credentialsRefused.retryAt, now)}); \`refresh <channelId>\` forces one try`);

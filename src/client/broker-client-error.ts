@@ -35,6 +35,8 @@ export type BrokerErrorCode =
   | 'upstream_auth_failed'
   | 'upstream_bad_request'
   | 'upstream_bad_response'
+  | 'too_many_streams'
+  | 'not_ready'
   | 'internal_error';
 
 export interface BrokerClientErrorOptions {

@@ -2,6 +2,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { BrokerClientError, CLIENT_ERROR_CODES } from './broker-client-error.js';
 import { isInvalidTokenResponse } from './is-invalid-token-response.js';
 import { SingleFlight, TokenCache, type ClientClock } from './token-cache.js';
+import { TokenStreamFollower } from './token-stream-follower.js';
 
 export { BrokerClientError, CLIENT_ERROR_CODES } from './broker-client-error.js';
 export type { BrokerClientErrorOptions, BrokerErrorCode, ClientErrorCode } from './broker-client-error.js';
@@ -10,6 +11,13 @@ export type { ClientClock } from './token-cache.js';
 
 export const DEFAULT_REFRESH_MARGIN_MS = 60_000;
 export const DEFAULT_TIMEOUT_MS = 5_000;
+export const DEFAULT_POLL_INTERVAL_MS = 30_000;
+/** The broker sends a heartbeat every 15 s: after three missed, a stream is taken for dead and replaced. */
+const STREAM_IDLE_TIMEOUT_MS = 45_000;
+/** A newly followed channel's stream has this long to tell its token before the channel is polled. */
+const STREAM_GRACE_MS = 2_000;
+/** When a stream goes down, its channels are polled at a random moment within this window (not all at once). */
+const POLL_SPREAD_MS = 1_000;
 const DEFAULT_CONNECTIONS = 16;
 const KEEP_ALIVE_TIMEOUT_MS = 10_000;
 /** The broker's answers are a few hundred bytes; anything this large is not the broker. */
@@ -35,6 +43,37 @@ export interface BrokerClientOptions {
   dispatcher?: Dispatcher | undefined;
   /** "Now" in ms since the epoch, for the cache. Default `Date.now`. */
   clock?: ClientClock | undefined;
+  /**
+   * Keep the cache current from the broker's token stream: every channel read is followed (multiplexed
+   * streams, 100 channels each), and a new token replaces the cached one the moment the broker announces it,
+   * so `getChannelToken` and `withChannelToken` never use a replaced token once its event has arrived.
+   * While a stream is down its channels are polled (`pollIntervalMs`) and it reconnects after jittered waits.
+   * Default false.
+   */
+  stream?: boolean | undefined;
+  /** While a channel's stream is down, its token is polled this often (subscriptions, and `stream: true`). Default 30 000. */
+  pollIntervalMs?: number | undefined;
+}
+
+/** What `subscribe` returns: `close()` stops the calls (and, unless `stream: true`, following the channel). */
+export interface TokenSubscription {
+  close(): void;
+}
+
+export interface SubscribeOptions {
+  /**
+   * Told of every failure the subscription meets and survives: the stream down or refused (a BrokerClientError,
+   * while the channel is polled), a failed poll, and anything `onToken` throws. Default: ignored.
+   */
+  onError?: ((error: unknown) => void) | undefined;
+}
+
+interface Subscriber {
+  readonly onToken: (token: ChannelToken) => void;
+  readonly onError: ((error: unknown) => void) | undefined;
+  /** The token this subscriber was last given. */
+  last: ChannelToken | undefined;
+  closed: boolean;
 }
 
 /** `GET /v1/channels/{channelId}/token`: PolyV's channel token, `expireTime` in ms since the epoch. */
@@ -86,6 +125,17 @@ export class BrokerClient {
   private readonly ownsDispatcher: boolean;
   private readonly tokens: TokenCache<ChannelToken>;
   private readonly reports = new SingleFlight<ChannelToken>();
+  private readonly streamCache: boolean;
+  private readonly pollIntervalMs: number;
+  private readonly subscribers = new Map<string, Set<Subscriber>>();
+  /** Channels whose stream the client follows (subscribed ones, and every one read with `stream: true`). */
+  private readonly followed = new Set<string>();
+  private readonly polls = new SingleFlight<ChannelToken>();
+  private readonly pollSoon = new Map<string, NodeJS.Timeout>();
+  private pollTimer: NodeJS.Timeout | undefined;
+  private follower: TokenStreamFollower | undefined;
+  /** The streams' own connections (when the client owns its dispatcher): a stream holds its connection for good. */
+  private streamDispatcher: Agent | undefined;
   private closed = false;
 
   constructor(options: BrokerClientOptions) {
@@ -102,6 +152,8 @@ export class BrokerClient {
       throw new TypeError('BrokerClient: refreshMarginMs must be a number >= 0');
     }
     if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new TypeError('BrokerClient: timeoutMs must be a number > 0');
+    const pollIntervalMs = options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
+    if (!Number.isFinite(pollIntervalMs) || pollIntervalMs < 100) throw new TypeError('BrokerClient: pollIntervalMs must be a number >= 100');
 
     this.baseUrl = url;
     this.apiKey = options.apiKey;
@@ -119,12 +171,15 @@ export class BrokerClient {
         bodyTimeout: timeoutMs,
       });
     this.tokens = new TokenCache<ChannelToken>(this.clock, refreshMarginMs);
+    this.streamCache = options.stream === true;
+    this.pollIntervalMs = pollIntervalMs;
   }
 
   /** The channel's current token: from memory while fresh, else one broker request shared by concurrent callers. */
   async getChannelToken(channelId: string): Promise<ChannelToken> {
     this.assertOpen(channelId);
     assertChannelId(channelId);
+    if (this.streamCache) this.follow(channelId);
     return this.tokens.get(channelKey(channelId), () =>
       this.call({ method: 'GET', path: `/channels/${channelId}/token`, channelId, parse: channelTokenOf(channelId) }),
     );
@@ -185,12 +240,162 @@ export class BrokerClient {
     return fn(fresh.channelToken);
   }
 
-  /** Forgets every cached token and closes the client's own connections (after in-flight requests finish). */
+  /**
+   * Calls `onToken` with the channel's current token and then with every new one, the moment the broker
+   * writes it (on any replica), over the broker's token stream; never twice with the same token. While the
+   * stream is down the token is polled every `pollIntervalMs` and the stream reconnects after jittered
+   * waits; `Last-Event-ID` spares the tokens already told. The cache follows the stream too.
+   */
+  subscribe(channelId: string, onToken: (token: ChannelToken) => void, options: SubscribeOptions = {}): TokenSubscription {
+    this.assertOpen(channelId);
+    assertChannelId(channelId);
+    if (typeof onToken !== 'function') throw new TypeError('BrokerClient.subscribe: onToken must be a function');
+    const sub: Subscriber = { onToken, onError: options.onError, last: undefined, closed: false };
+    let subs = this.subscribers.get(channelId);
+    if (subs === undefined) {
+      subs = new Set();
+      this.subscribers.set(channelId, subs);
+    }
+    subs.add(sub);
+    this.follow(channelId);
+    const cached = this.tokens.peek(channelKey(channelId));
+    if (cached !== undefined) queueMicrotask(() => this.deliverTo(sub, cached, false));
+    const all = subs;
+    return {
+      close: () => {
+        if (sub.closed) return;
+        sub.closed = true;
+        all.delete(sub);
+        if (all.size > 0 || this.subscribers.get(channelId) !== all) return;
+        this.subscribers.delete(channelId);
+        if (!this.streamCache) this.unfollow(channelId);
+      },
+    };
+  }
+
+  /** Forgets every cached token, ends the streams and closes the client's own connections (after in-flight requests finish). */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.tokens.clear();
+    if (this.pollTimer !== undefined) clearTimeout(this.pollTimer);
+    for (const timer of this.pollSoon.values()) clearTimeout(timer);
+    this.pollSoon.clear();
+    for (const subs of this.subscribers.values()) for (const sub of subs) sub.closed = true;
+    this.subscribers.clear();
+    this.followed.clear();
+    await this.follower?.close();
+    await this.streamDispatcher?.close();
     if (this.ownsDispatcher) await this.dispatcher.close();
+  }
+
+  private follow(channelId: string): void {
+    if (this.followed.has(channelId)) return;
+    this.followed.add(channelId);
+    this.follower ??= this.createFollower();
+    this.follower.follow(channelId);
+    this.pollLater(channelId, STREAM_GRACE_MS);
+    if (this.pollTimer === undefined) this.schedulePolls();
+  }
+
+  private unfollow(channelId: string): void {
+    this.followed.delete(channelId);
+    this.follower?.unfollow(channelId);
+    const soon = this.pollSoon.get(channelId);
+    if (soon !== undefined) clearTimeout(soon);
+    this.pollSoon.delete(channelId);
+  }
+
+  private createFollower(): TokenStreamFollower {
+    if (this.ownsDispatcher) {
+      this.streamDispatcher = new Agent({ keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS, connect: { timeout: this.timeoutMs } });
+    }
+    return new TokenStreamFollower({
+      streamBase: `${this.baseUrl}${this.accountPath}`,
+      apiKey: this.apiKey,
+      dispatcher: this.streamDispatcher ?? this.dispatcher,
+      headersTimeoutMs: this.timeoutMs,
+      idleTimeoutMs: STREAM_IDLE_TIMEOUT_MS,
+      parseToken: (json, channelId) => channelTokenOf(channelId)(json),
+      handlers: {
+        token: (token) => {
+          // The stream is authoritative: its token replaces the cached one, and a GET already under way cannot undo it.
+          this.tokens.set(channelKey(token.channelId), token);
+          this.deliver(token.channelId, token, true);
+        },
+        forgotten: (channelId) => this.tokens.delete(channelKey(channelId)),
+        down: (channelIds, error) => {
+          for (const channelId of channelIds) {
+            this.reportError(channelId, error);
+            this.pollLater(channelId, Math.random() * POLL_SPREAD_MS);
+          }
+        },
+      },
+    });
+  }
+
+  /** Every `pollIntervalMs` (±20 %), polls each followed channel whose stream is down. */
+  private schedulePolls(): void {
+    if (this.closed) return;
+    const wait = this.pollIntervalMs * (0.8 + 0.4 * Math.random());
+    this.pollTimer = setTimeout(() => {
+      for (const channelId of this.followed) void this.poll(channelId);
+      this.schedulePolls();
+    }, wait);
+    this.pollTimer.unref();
+  }
+
+  private pollLater(channelId: string, delayMs: number): void {
+    if (this.closed || this.pollSoon.has(channelId)) return;
+    const timer = setTimeout(() => {
+      this.pollSoon.delete(channelId);
+      void this.poll(channelId);
+    }, delayMs);
+    timer.unref();
+    this.pollSoon.set(channelId, timer);
+  }
+
+  /** Reads the channel's token from the broker (not the cache) while its stream cannot tell it. */
+  private async poll(channelId: string): Promise<void> {
+    if (this.closed || !this.followed.has(channelId) || this.follower?.isLive(channelId) === true) return;
+    let fresh: ChannelToken;
+    try {
+      fresh = await this.polls.run(channelId, () =>
+        this.call({ method: 'GET', path: `/channels/${channelId}/token`, channelId, parse: channelTokenOf(channelId) }),
+      );
+    } catch (err) {
+      this.reportError(channelId, err);
+      return;
+    }
+    // The stream came back meanwhile: what it tells is newer than what this poll read.
+    if (this.closed || this.follower?.isLive(channelId) === true) return;
+    const key = channelKey(channelId);
+    const cached = this.tokens.peek(key);
+    if (cached === undefined || (cached.channelToken !== fresh.channelToken && fresh.expireTime >= cached.expireTime)) this.tokens.set(key, fresh);
+    this.deliver(channelId, fresh, false);
+  }
+
+  private deliver(channelId: string, token: ChannelToken, fromStream: boolean): void {
+    const subs = this.subscribers.get(channelId);
+    if (subs === undefined) return;
+    for (const sub of [...subs]) this.deliverTo(sub, token, fromStream);
+  }
+
+  /** Gives a subscriber a token it has not had; a polled or cached token older than the last one given is skipped. */
+  private deliverTo(sub: Subscriber, token: ChannelToken, fromStream: boolean): void {
+    if (sub.closed) return;
+    const last = sub.last;
+    if (last !== undefined && (last.channelToken === token.channelToken || (!fromStream && token.expireTime < last.expireTime))) return;
+    sub.last = token;
+    try {
+      sub.onToken(token);
+    } catch (err) {
+      tell(sub, err);
+    }
+  }
+
+  private reportError(channelId: string, error: unknown): void {
+    for (const sub of this.subscribers.get(channelId) ?? []) tell(sub, error);
   }
 
   /** A token another caller already replaced is not reported again: the cache holds its successor. */
@@ -271,6 +476,16 @@ export class BrokerClient {
 }
 
 const channelKey = (channelId: string): string => `channel:${channelId}`;
+
+/** Hands an error to a subscriber's `onError`; what that throws in turn is dropped (it has nowhere else to go). */
+function tell(sub: Subscriber, error: unknown): void {
+  if (sub.closed || sub.onError === undefined) return;
+  try {
+    sub.onError(error);
+  } catch {
+    // nothing more to do
+  }
+}
 
 function assertChannelId(channelId: unknown): asserts channelId is string {
   if (typeof channelId !== 'string' || !CHANNEL_ID_RE.test(channelId)) {

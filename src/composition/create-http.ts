@@ -8,6 +8,7 @@ import { withFastTokenRoute } from '../http/fast-token-route.js';
 import { listen, type HttpListener } from '../http/listen.js';
 import { readinessCheck } from '../http/readiness-check.js';
 import type { ReadinessCheck } from '../http/routes/ops-routes.js';
+import type { TokenStreams } from '../http/token-streams.js';
 import type { RefreshWorker } from '../scheduler/refresh-worker.js';
 import { pingRedis } from '../store/redis-connection.js';
 import type { RedisClient } from '../store/redis-scripts.js';
@@ -56,14 +57,20 @@ function createReadiness(redis: RedisClient, worker: RefreshWorker | undefined, 
 function createAuth({ config, clock, metrics }: AppContext): ApiKeyAuth {
   const limited = ConsumerRateLimiter.isActive(config.rateLimit, config.apiKeys.map((k) => k.rateLimit));
   const rateLimiter = limited ? new ConsumerRateLimiter({ defaults: config.rateLimit, clock, metrics }) : undefined;
-  return new ApiKeyAuth(config.apiKeys, rateLimiter === undefined ? {} : { rateLimiter });
+  return new ApiKeyAuth(config.apiKeys, {
+    upstreamPerHour: config.budget.consumerUpstreamPerHour,
+    ...(rateLimiter === undefined ? {} : { rateLimiter }),
+  });
 }
 
 /**
  * Step 6: the main listener (express app with the token API, unless the replica is a worker only; the fast
  * token route in front) and the admin listener (BROKER_ADMIN_PORT), both answering `/readyz` alike.
  */
-export function createHttp(ctx: AppContext, deps: { redis: RedisClient; services: Services; worker: RefreshWorker | undefined }): HttpParts {
+export function createHttp(
+  ctx: AppContext,
+  deps: { redis: RedisClient; services: Services; worker: RefreshWorker | undefined; streams?: TokenStreams | undefined },
+): HttpParts {
   const { config, logger, metrics } = ctx;
   const { accounts, channelTokens, disposable, viewerTokens, commonTokens, watchUrls } = deps.services;
   let draining = false;
@@ -71,16 +78,23 @@ export function createHttp(ctx: AppContext, deps: { redis: RedisClient; services
   const serving = config.role !== 'worker';
   const auth = createAuth(ctx);
   const app = createHttpApp({
-    ...(serving ? { channels: { service: channelTokens, disposable, viewerTokens, commonTokens, watchUrls, accounts, auth } } : {}),
+    ...(serving ? { channels: { service: channelTokens, disposable, viewerTokens, commonTokens, watchUrls, accounts, auth, streams: deps.streams } } : {}),
     readiness,
     registry: metrics.registry,
     metrics,
     logger: logger.child({ module: 'http' }),
+    accessLog: { logger: logger.child({ module: 'access' }), hitSample: config.accessLogHitSample },
     serveMetrics: config.admin === undefined,
   });
   // The hot cached read is answered before express when it can be (see fast-token-route.ts).
   const routes: RequestListener = serving
-    ? withFastTokenRoute(app, { service: channelTokens, accounts, auth, metrics })
+    ? withFastTokenRoute(app, {
+        service: channelTokens,
+        accounts,
+        auth,
+        metrics,
+        accessLog: { logger: logger.child({ module: 'access' }), hitSample: config.accessLogHitSample },
+      })
     : app;
   const listener: RequestListener = (req, res) => {
     if (draining) res.setHeader('Connection', 'close');

@@ -36,12 +36,15 @@ export function createServices(ctx: AppContext, deps: { stores: Stores; polyv: P
   const { stores, polyv, queue } = deps;
   const { store, kindStore, budget } = stores;
   const timing = { refreshBeforeMs: config.tokens.refreshBeforeSeconds * 1000, minTtlMs: config.tokens.minTtlSeconds * 1000 };
-  const budgets = new AccountBudgets({
-    channel: config.budget.channelPerHour,
-    watch_api: config.kinds.watchTokenPerHour,
-    common: config.kinds.commonTokenPerHour,
-    watch_url: config.kinds.watchUrlPerHour,
-  });
+  const budgets = new AccountBudgets(
+    {
+      channel: config.budget.channelPerHour,
+      watch_api: config.kinds.watchTokenPerHour,
+      common: config.kinds.commonTokenPerHour,
+      watch_url: config.kinds.watchUrlPerHour,
+    },
+    config.budget.refreshReservePerHour,
+  );
   // The lock holds for two PolyV timeouts and 2 s: one call plus one re-signed retry.
   const flights = new SingleFlight({ clock, logger: logger.child({ module: 'single-flight' }), lockTtlMs: config.polyv.timeoutMs * 2 + 2000 });
   const gateway = new PolyvGateway({
@@ -52,6 +55,7 @@ export function createServices(ctx: AppContext, deps: { stores: Stores; polyv: P
     metrics,
     logger: logger.child({ module: 'polyv-gateway' }),
     rejectedChannelTtlSeconds: config.tokens.rejectedChannelTtlSeconds,
+    upstreamPauseMs: config.budget.upstreamPauseSeconds * 1000,
   });
   const channelLogger = logger.child({ module: 'channel-tokens' });
   const warmChannels = new WarmChannels({ store, budget, budgets, scheduler: queue, clock, timing });
@@ -67,7 +71,16 @@ export function createServices(ctx: AppContext, deps: { stores: Stores; polyv: P
     timing,
     expireSeconds: config.tokens.expireSeconds,
   });
-  const reader = new ChannelTokenReader({ store, refresher, clock, logger: channelLogger, metrics, timing, localCache: stores.localCache });
+  const reader = new ChannelTokenReader({
+    store,
+    refresher,
+    clock,
+    logger: channelLogger,
+    metrics,
+    timing,
+    localCache: stores.localCache,
+    reportMinAgeMs: config.tokens.reportMinAgeSeconds * 1000,
+  });
   const kindDeps = { store: kindStore, polyv, gateway, flights, clock, metrics };
   return {
     accounts: new AccountRegistry(config.accounts),
@@ -78,6 +91,7 @@ export function createServices(ctx: AppContext, deps: { stores: Stores; polyv: P
     commonTokens: new CommonTokenService({
       ...kindDeps,
       minTtlSeconds: config.tokens.minTtlSeconds,
+      reportMinAgeMs: config.tokens.reportMinAgeSeconds * 1000,
       ttlSeconds: config.kinds.commonTokenTtlSeconds,
     }),
     watchUrls: new WatchUrlService({

@@ -64,6 +64,11 @@ const accountSchema = z
           watchTokenPerHour: kindBudget(),
           commonTokenPerHour: kindBudget(),
           watchUrlPerHour: kindBudget(),
+          refreshReservePerHour: z
+            .int({ error: `must be a whole number from 0 to ${MAX_CHANNEL_TOKEN_BUDGET_PER_HOUR - 1}` })
+            .min(0, 'must be at least 0')
+            .max(MAX_CHANNEL_TOKEN_BUDGET_PER_HOUR - 1, `must be at most ${MAX_CHANNEL_TOKEN_BUDGET_PER_HOUR - 1}`)
+            .optional(),
         },
         { error: 'must be a mapping such as { channelTokenPerHour: 450 }' },
       )
@@ -112,6 +117,11 @@ const consumerSchema = z
         },
         { error: 'must be a mapping such as { perSecond: 50, burst: 100 }' },
       )
+      .optional(),
+    upstreamPerHour: z
+      .int({ error: 'must be a whole number from 0 to 100000 (0: no quota for this consumer)' })
+      .min(0, 'must be at least 0')
+      .max(100_000, 'must be at most 100000')
       .optional(),
   }, { error: 'must be a mapping with name, key or keySha256, and optionally accounts, channels, kinds and rateLimit' })
   .superRefine(
@@ -166,7 +176,12 @@ export type RateLimit = Readonly<Required<NonNullable<FileConsumer['rateLimit']>
  * A consumer's key, as plain text or as its SHA-256 digest (hex); no scope: it may read everything; no
  * `rateLimit`: the env one (BROKER_RATE_LIMIT_PER_SECOND).
  */
-export type ApiKey = Readonly<Pick<FileConsumer, 'name'>> & { readonly scope?: ConsumerScope; readonly rateLimit?: RateLimit } & (
+export type ApiKey = Readonly<Pick<FileConsumer, 'name'>> & {
+  readonly scope?: ConsumerScope;
+  readonly rateLimit?: RateLimit;
+  /** PolyV calls this consumer may cause per channel and endpoint and rolling hour; absent: BROKER_CONSUMER_UPSTREAM_PER_HOUR. */
+  readonly upstreamPerHour?: number;
+} & (
   | { readonly key: string; readonly keySha256?: undefined }
   | { readonly keySha256: string; readonly key?: undefined }
 );
@@ -347,6 +362,7 @@ export function resolveAccountsAndConsumers(input: AccountsAndConsumersInput): A
       ...(c.rateLimit === undefined
         ? {}
         : { rateLimit: { perSecond: c.rateLimit.perSecond, burst: c.rateLimit.burst ?? Math.max(1, c.rateLimit.perSecond) } }),
+      ...(c.upstreamPerHour === undefined ? {} : { upstreamPerHour: c.upstreamPerHour }),
     };
     const key: ApiKey =
       c.keySha256 !== undefined

@@ -39,8 +39,18 @@ const envSettingsSchema = z.transform(
         refreshBeforeSeconds: e.BROKER_REFRESH_BEFORE_SECONDS,
         minTtlSeconds: e.BROKER_MIN_TTL_SECONDS,
         rejectedChannelTtlSeconds: e.BROKER_REJECTED_CHANNEL_TTL_SECONDS,
+        reportMinAgeSeconds: e.BROKER_REPORT_MIN_AGE_SECONDS,
       },
-      budget: { channelPerHour: e.BROKER_CHANNEL_BUDGET_PER_HOUR, globalPer10s: e.BROKER_GLOBAL_LIMIT_PER_10S },
+      budget: {
+        channelPerHour: e.BROKER_CHANNEL_BUDGET_PER_HOUR,
+        globalPer10s: e.BROKER_GLOBAL_LIMIT_PER_10S,
+        /** Of channelPerHour, what only the proactive refresh and on-call may spend; unset: see defaultRefreshReserve. */
+        refreshReservePerHour: e.BROKER_REFRESH_RESERVE_PER_HOUR,
+        /** PolyV calls one consumer may cause per channel and endpoint and rolling hour; 0: no quota. */
+        consumerUpstreamPerHour: e.BROKER_CONSUMER_UPSTREAM_PER_HOUR,
+        /** How long the fleet stops calling PolyV after `qps exceeds`. */
+        upstreamPauseSeconds: e.BROKER_UPSTREAM_PAUSE_SECONDS,
+      },
       kinds: {
         watchTokenPerHour: e.BROKER_WATCH_TOKEN_BUDGET_PER_HOUR,
         commonTokenPerHour: e.BROKER_COMMON_TOKEN_BUDGET_PER_HOUR,
@@ -54,12 +64,16 @@ const envSettingsSchema = z.transform(
       metrics: { maxLabeledChannels: e.BROKER_METRICS_CHANNEL_LABELS },
       /** The in-process token cache in front of Redis (see LocalTokenCache); 0 in either turns it off. */
       localCache: { maxAgeMs: e.BROKER_LOCAL_CACHE_MAX_AGE_MS, maxEntries: e.BROKER_LOCAL_CACHE_MAX_ENTRIES },
+      /** Token streams (Server-Sent Events) of a serving replica; `maxClients` 0: off. */
+      stream: { maxClients: e.BROKER_STREAM_MAX_CLIENTS },
       redisPrefix: e.BROKER_REDIS_PREFIX,
       dataDir: e.BROKER_DATA_DIR,
       shutdownTimeoutMs: e.BROKER_SHUTDOWN_TIMEOUT_MS,
       /** How long SIGTERM keeps serving while /readyz answers 503, before the shutdown starts; 0: none. */
       drainSeconds: e.BROKER_DRAIN_SECONDS,
       logLevel: e.LOG_LEVEL,
+      /** Share of plain cached hits written to the access log (every other request is). */
+      accessLogHitSample: e.BROKER_ACCESS_LOG_HIT_SAMPLE,
     }) as const,
 );
 
@@ -141,6 +155,20 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>, op
   }
   if (e.BROKER_RATE_LIMIT_BURST !== undefined && e.BROKER_RATE_LIMIT_PER_SECOND === 0) {
     problems.push('BROKER_RATE_LIMIT_BURST needs BROKER_RATE_LIMIT_PER_SECOND (at least 1): without it there is no limit');
+  }
+  if (e.BROKER_REFRESH_RESERVE_PER_HOUR !== undefined && e.BROKER_REFRESH_RESERVE_PER_HOUR >= e.BROKER_CHANNEL_BUDGET_PER_HOUR) {
+    problems.push(
+      `BROKER_REFRESH_RESERVE_PER_HOUR must be less than BROKER_CHANNEL_BUDGET_PER_HOUR (${e.BROKER_CHANNEL_BUDGET_PER_HOUR}), got ${e.BROKER_REFRESH_RESERVE_PER_HOUR}`,
+    );
+  }
+  for (const account of accounts) {
+    const budget = account.budgets?.channelTokenPerHour ?? e.BROKER_CHANNEL_BUDGET_PER_HOUR;
+    const reserve = account.budgets?.refreshReservePerHour ?? e.BROKER_REFRESH_RESERVE_PER_HOUR;
+    if (account.budgets !== undefined && reserve !== undefined && reserve >= budget) {
+      problems.push(
+        `${e.BROKER_CONFIG_FILE ?? 'BROKER_CONFIG_FILE'}: account "${account.name}": budgets.refreshReservePerHour (${reserve}) must be less than budgets.channelTokenPerHour (${budget})`,
+      );
+    }
   }
   if (problems.length > 0) throw new ConfigError(problems);
 

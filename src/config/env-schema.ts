@@ -20,6 +20,18 @@ function intVar(min: number, max: number, defaultValue: number) {
   return optionalString().pipe(wholeNumberIn(min, max).default(defaultValue));
 }
 
+/** A fraction from 0 to 1 (`0.01` = 1 %), with a default. */
+function fractionVar(defaultValue: number) {
+  return optionalString().pipe(
+    z
+      .string()
+      .regex(/^(0|1|0?\.\d+|1\.0*)$/, 'must be a number from 0 to 1, such as 0.01')
+      .transform(Number)
+      .pipe(z.number().min(0, 'must be at least 0').max(1, 'must be at most 1'))
+      .default(defaultValue),
+  );
+}
+
 /** Integer env var without a default: blank means unset. */
 function optionalIntVar(min: number, max: number) {
   return optionalString().pipe(wholeNumberIn(min, max).optional());
@@ -109,6 +121,21 @@ export const envSchema = z.object({
   BROKER_CHANNEL_BUDGET_PER_HOUR: intVar(1, 500, 450).describe(
     'most get-channel-token calls per channel in any rolling hour, all replicas together',
   ),
+  BROKER_REFRESH_RESERVE_PER_HOUR: optionalIntVar(0, 499).describe(
+    'part of each channel\'s get-channel-token budget only the proactive refresh (and on-call `refresh`) may spend; less than the channel budget (unset: 30, or a fifteenth of a smaller budget)',
+  ),
+  BROKER_CONSUMER_UPSTREAM_PER_HOUR: intVar(0, 100_000, 60).describe(
+    'most PolyV calls one consumer may cause per channel and endpoint in any rolling hour, all replicas together; over it: 429 (0 = no quota)',
+  ),
+  BROKER_REPORT_MIN_AGE_SECONDS: intVar(0, 3600, 10).describe(
+    'a report of the current token younger than this is answered with that token, without a PolyV call',
+  ),
+  BROKER_UPSTREAM_PAUSE_SECONDS: intVar(1, 3600, 300).describe(
+    'after PolyV says `qps exceeds`, no replica calls PolyV for this long; then one probe',
+  ),
+  BROKER_ACCESS_LOG_HIT_SAMPLE: fractionVar(0).describe(
+    'fraction of plain cached hits written to the access log (every other request always is)',
+  ),
   BROKER_GLOBAL_LIMIT_PER_10S: intVar(1, 1500, 1200).describe(
     'most PolyV calls of the whole fleet in any rolling 10 s (PolyV blocks an IP above 1500)',
   ),
@@ -143,6 +170,9 @@ export const envSchema = z.object({
   ),
   BROKER_LOCAL_CACHE_MAX_ENTRIES: intVar(0, 1_000_000, 50_000).describe(
     'most channel tokens one replica holds in process memory (oldest evicted first); 0 turns the in-process cache off',
+  ),
+  BROKER_STREAM_MAX_CLIENTS: intVar(0, 1_000_000, 10_000).describe(
+    'most token streams (Server-Sent Events) one replica keeps open; one more is answered 503 with Retry-After; 0 turns the streams off',
   ),
   BROKER_METRICS_CHANNEL_LABELS: intVar(0, 5000, 100).describe(
     'per-channel metric series for at most this many warm channels; 0 turns them off',

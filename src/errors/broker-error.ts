@@ -1,6 +1,7 @@
 /**
  * The closed set of error codes the broker speaks, and what each one means in one table: its HTTP status,
- * whether trying again later may succeed, and how loudly it is logged. The same code is used in logs,
+ * whether trying again later may succeed, how loudly it is logged, and (`shared: false`) whether a replica's
+ * failure record of it answers the replicas that waited for that fetch. The same code is used in logs,
  * metrics (`error_class`), JSON bodies and the failure records replicas leave in Redis for each other, so a
  * failure rebuilt from its record is the same failure (see errorFromRecord).
  */
@@ -16,9 +17,12 @@ export const ERROR_TABLE = {
   payload_too_large: { status: 413, retryable: false, logLevel: 'info' },
   unsupported_media_type: { status: 415, retryable: false, logLevel: 'info' },
   rate_limited: { status: 429, retryable: true, logLevel: 'info' },
+  /** The consumer has caused its quota of PolyV calls for the channel and endpoint in the rolling hour. */
+  upstream_quota_exceeded: { status: 429, retryable: true, logLevel: 'info', shared: false },
   headers_too_large: { status: 431, retryable: false, logLevel: 'info' },
   internal_error: { status: 500, retryable: true, logLevel: 'error' },
-  budget_exhausted: { status: 503, retryable: true, logLevel: 'warn' },
+  /** Whose budget share is spent depends on who asks (the refresh may spend the reserve): not shared. */
+  budget_exhausted: { status: 503, retryable: true, logLevel: 'warn', shared: false },
   upstream_unavailable: { status: 503, retryable: true, logLevel: 'warn' },
   upstream_rate_limited: { status: 503, retryable: true, logLevel: 'warn' },
   upstream_clock_skew: { status: 503, retryable: true, logLevel: 'warn' },
@@ -27,7 +31,9 @@ export const ERROR_TABLE = {
   upstream_bad_request: { status: 503, retryable: false, logLevel: 'error' },
   upstream_bad_response: { status: 503, retryable: true, logLevel: 'warn' },
   not_ready: { status: 503, retryable: true, logLevel: 'warn' },
-} as const satisfies Record<string, { status: number; retryable: boolean; logLevel: 'info' | 'warn' | 'error' }>;
+  /** The replica holds BROKER_STREAM_MAX_CLIENTS open token streams: try again later, or another replica. */
+  too_many_streams: { status: 503, retryable: true, logLevel: 'info' },
+} as const satisfies Record<string, { status: number; retryable: boolean; logLevel: 'info' | 'warn' | 'error'; shared?: false }>;
 
 export type ErrorCode = keyof typeof ERROR_TABLE;
 
@@ -38,6 +44,16 @@ export const ERROR_STATUS: { readonly [C in ErrorCode]: (typeof ERROR_TABLE)[C][
 
 export function isErrorCode(code: string): code is ErrorCode {
   return Object.hasOwn(ERROR_TABLE, code);
+}
+
+/**
+ * Whether a recorded failure answers the callers that waited on the fetch too. Not so for a refusal that
+ * depends on who asked (a consumer's quota, a budget share): a waiter then tries for itself.
+ */
+export function isSharedFailure(code: string): boolean {
+  if (!isErrorCode(code)) return true;
+  const row = ERROR_TABLE[code];
+  return !('shared' in row) || row.shared !== false;
 }
 
 export interface BrokerErrorOptions {

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { BrokerError } from '../errors/broker-error.js';
 import type { ApiKey, RateLimit } from '../config/config.js';
+import type { Caller } from '../domain/caller.js';
 import type { TokenKind } from '../domain/token-kinds.js';
 import type { ConsumerRateLimiter } from './consumer-rate-limiter.js';
 
@@ -14,8 +15,11 @@ export interface AccessScope {
   readonly kinds?: ReadonlySet<TokenKind>;
 }
 
-/** A consumer as identified by its key (in `res.locals['consumer']` after authentication). */
-export interface Consumer {
+/**
+ * A consumer as identified by its key (in `res.locals['consumer']` after authentication); it is the Caller
+ * of the PolyV calls its requests cause, with its quota of them.
+ */
+export interface Consumer extends Caller {
   readonly name: string;
   /** Absent: the consumer may read every kind of token of every channel in every account. */
   readonly scope?: AccessScope;
@@ -23,8 +27,8 @@ export interface Consumer {
   readonly rateLimit?: RateLimit;
 }
 
-function consumerOf(k: ApiKey): Consumer {
-  const limited = k.rateLimit === undefined ? {} : { rateLimit: k.rateLimit };
+function consumerOf(k: ApiKey, defaultUpstreamPerHour: number): Consumer {
+  const limited = { upstreamPerHour: k.upstreamPerHour ?? defaultUpstreamPerHour, ...(k.rateLimit === undefined ? {} : { rateLimit: k.rateLimit }) };
   if (k.scope === undefined) return { name: k.name, ...limited };
   const { accounts, channels, kinds } = k.scope;
   return {
@@ -41,6 +45,8 @@ function consumerOf(k: ApiKey): Consumer {
 export interface ApiKeyAuthOptions {
   /** Charged once per request after a key is recognized; a refusal is answered 429 `rate_limited`. */
   rateLimiter?: ConsumerRateLimiter;
+  /** PolyV calls a consumer may cause per channel and endpoint and hour, unless its key says (BROKER_CONSUMER_UPSTREAM_PER_HOUR). */
+  upstreamPerHour?: number;
 }
 
 /** The challenge every 401 carries. */
@@ -62,13 +68,27 @@ const BEARER = /^Bearer[ ]+(\S+)\s*$/i;
 export class ApiKeyAuth {
   private readonly digests: ReadonlyArray<{ consumer: Consumer; digest: Buffer }>;
   private readonly rateLimiter: ConsumerRateLimiter | undefined;
+  private readonly byConnection = new WeakMap<object, { header: string; consumer: Consumer }>();
 
   constructor(keys: readonly ApiKey[], options: ApiKeyAuthOptions = {}) {
     this.rateLimiter = options.rateLimiter;
     this.digests = keys.map((k) => ({
-      consumer: consumerOf(k),
+      consumer: consumerOf(k, options.upstreamPerHour ?? 0),
       digest: k.keySha256 !== undefined ? Buffer.from(k.keySha256, 'hex') : sha256(k.key),
     }));
+  }
+
+  /**
+   * `authenticate` remembered per keep-alive connection: a request that presents the same header as the
+   * previous one on this connection is the same consumer, without hashing the key and comparing it with
+   * every configured one again. Only successes are remembered; a connection holds one entry.
+   */
+  authenticateOn(connection: object, header: string | undefined): Consumer | BrokerError {
+    const memo = this.byConnection.get(connection);
+    if (memo !== undefined && header === memo.header) return memo.consumer;
+    const result = this.authenticate(header);
+    if (!(result instanceof BrokerError) && header !== undefined) this.byConnection.set(connection, { header, consumer: result });
+    return result;
   }
 
   /** The consumer whose key this is, or undefined. */

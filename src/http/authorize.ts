@@ -12,7 +12,7 @@ export interface AccessTarget {
 }
 
 /** The authenticated consumer; only reachable behind the auth middleware, so a missing one is a bug. */
-function consumerOf(res: Response): Consumer {
+export function consumerOf(res: Response): Consumer {
   const consumer = res.locals['consumer'] as Consumer | undefined;
   if (consumer === undefined) throw new BrokerError('unauthorized', 'missing Authorization header: send Authorization: Bearer <key>');
   return consumer;
@@ -39,6 +39,8 @@ export function mayAccess(res: Response, target: AccessTarget): boolean {
  */
 export function authorize(res: Response, target: AccessTarget): void {
   const consumer = consumerOf(res);
+  // For the access log and polyv_broker_requests_total: what kind of token the request is about.
+  res.locals['kind'] = target.kind;
   if (mayRead(consumer, target)) return;
   const channel = target.channelId === undefined ? '' : ` of channel ${target.channelId}`;
   throw new BrokerError(

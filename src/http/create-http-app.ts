@@ -5,10 +5,14 @@ import type { Logger } from '../lib/logger.js';
 import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import type { AccountRegistry } from '../service/account-registry.js';
 import type { ChannelTokenService } from '../service/channel-token-service.js';
+import { accessLog, type AccessLogOptions } from './access-log.js';
 import { ApiKeyAuth } from './api-key-auth.js';
+import { buildOpenApiDocument } from './openapi.js';
 import { errorMiddleware, notFound } from './error-middleware.js';
 import { channelRoutes } from './routes/channel-routes.js';
 import { tokenKindRoutes } from './routes/token-kind-routes.js';
+import { tokenStreamRoutes } from './routes/token-stream-routes.js';
+import type { TokenStreams } from './token-streams.js';
 import type { CommonTokenService } from '../service/common-token-service.js';
 import type { DisposableTokenService } from '../service/disposable-token-service.js';
 import type { ViewerTokenService } from '../service/viewer-token-service.js';
@@ -37,6 +41,8 @@ export interface HttpAppDeps {
     watchUrls: WatchUrlService;
     accounts: AccountRegistry;
     auth: ApiKeyAuth;
+    /** The token streams (Server-Sent Events); absent when BROKER_STREAM_MAX_CLIENTS is 0. */
+    streams?: TokenStreams | undefined;
   };
   readiness: ReadinessCheck;
   registry: Registry;
@@ -44,6 +50,8 @@ export interface HttpAppDeps {
   logger: Logger;
   /** false when BROKER_ADMIN_PORT is set: /metrics is then served on the admin port only. */
   serveMetrics?: boolean;
+  /** Where `/v1` requests are logged (absent: a silent log, requests still counted). */
+  accessLog?: AccessLogOptions;
 }
 
 /** Builds the express app without listening (the composition root owns the server). */
@@ -54,10 +62,18 @@ export function createHttpApp(deps: HttpAppDeps): Express {
   app.set('query parser', 'simple');
 
   app.use(opsRoutes({ readiness: deps.readiness, registry: deps.registry, metrics: deps.serveMetrics !== false }));
+  if (deps.channels !== undefined) {
+    // The API's description, for generating clients (no key needed: it holds no secret).
+    const openapi = JSON.stringify(buildOpenApiDocument());
+    app.get('/openapi.json', (_req, res) => {
+      res.type('application/json').send(openapi);
+    });
+  }
 
   if (deps.channels !== undefined) {
     const { service, disposable, viewerTokens, commonTokens, watchUrls, accounts, auth } = deps.channels;
     const v1 = express.Router();
+    v1.use(accessLog(deps.metrics, deps.accessLog ?? { logger: deps.logger, hitSample: 0 }));
     v1.use(auth.middleware());
     v1.use(declaredBodyLimit);
     v1.use(express.json({ limit: MAX_BODY_BYTES, strict: true }));
@@ -65,6 +81,7 @@ export function createHttpApp(deps: HttpAppDeps): Express {
     const kinds = tokenKindRoutes({ accounts, metrics: deps.metrics, viewerTokens, commonTokens, watchUrls });
     v1.use('/channels', routes, kinds);
     v1.use('/accounts/:account/channels', routes, kinds);
+    if (deps.channels.streams !== undefined) v1.use(tokenStreamRoutes({ accounts, streams: deps.channels.streams }));
     app.use('/v1', v1);
   }
 

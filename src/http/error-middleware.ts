@@ -4,6 +4,7 @@ import type { Logger } from '../lib/logger.js';
 
 /** The one error body shape: `{"error": {"code", "message"}}`. */
 export function sendError(res: Response, err: BrokerError): void {
+  res.locals['outcome'] = err.code;
   if (err.status === 503 || err.status === 429) {
     res.setHeader('Retry-After', String(Math.max(1, Math.ceil((err.retryAfterMs ?? 1000) / 1000))));
   }

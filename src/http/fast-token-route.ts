@@ -5,14 +5,17 @@ import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import type { AccountRegistry } from '../service/account-registry.js';
 import type { ChannelTokenService } from '../service/channel-token-service.js';
 import type { ApiKeyAuth } from './api-key-auth.js';
+import { channelOfPath, routeOf, shouldLog, type AccessLine, type AccessLogOptions } from './access-log.js';
 import { mayRead } from './authorize.js';
 
 export interface FastTokenRouteDeps {
   service: ChannelTokenService;
   accounts: AccountRegistry;
   /** The instance whose `middleware()` the `/v1` router runs first, so both paths share keys and rate buckets. */
-  auth: Pick<ApiKeyAuth, 'authenticate' | 'admit'>;
+  auth: Pick<ApiKeyAuth, 'authenticateOn' | 'admit'>;
   metrics: BrokerMetrics;
+  /** Hits are logged only with this sample (BROKER_ACCESS_LOG_HIT_SAMPLE); absent: none. */
+  accessLog?: AccessLogOptions | undefined;
 }
 
 /** The canonical spellings of the hot read; any other spelling (case, encoding, query) takes the express route. */
@@ -33,6 +36,17 @@ const NAMED_ACCOUNT_PATH = /^\/v1\/accounts\/([A-Za-z0-9_.-]{1,64})\/channels\/(
 export function withFastTokenRoute(app: RequestListener, deps: FastTokenRouteDeps): RequestListener {
   const { service, accounts, auth } = deps;
   const hitDuration = deps.metrics.serveDuration.labels({ kind: 'channel', outcome: 'hit' });
+  // One counter child per consumer, looked up once: a hit costs a Map lookup and an increment.
+  const hitCounters = new Map<string, { inc(): void }>();
+  const hitCounter = (consumer: string) => {
+    let counter = hitCounters.get(consumer);
+    if (counter === undefined) {
+      counter = deps.metrics.requests.labels({ consumer, kind: 'channel', outcome: 'hit' });
+      hitCounters.set(consumer, counter);
+    }
+    return counter;
+  };
+  const hitSample = deps.accessLog?.hitSample ?? 0;
 
   const tryServe = (req: IncomingMessage, res: ServerResponse): boolean => {
     const started = performance.now();
@@ -51,7 +65,7 @@ export function withFastTokenRoute(app: RequestListener, deps: FastTokenRouteDep
     // A request with a body (unusual on a GET) takes the express route, which applies the body limits.
     if (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0') return false;
     // A refusal (401, 429, 403) is answered by express, which decides it again alike (a 429 is remembered per request).
-    const consumer = auth.authenticate(req.headers.authorization);
+    const consumer = auth.authenticateOn(req.socket, req.headers.authorization);
     if (consumer instanceof BrokerError || auth.admit(req, consumer) !== undefined) return false;
     if (!mayRead(consumer, { account, channelId, kind: 'channel' })) return false;
     const served = service.peekToken(account, channelId);
@@ -63,7 +77,21 @@ export function withFastTokenRoute(app: RequestListener, deps: FastTokenRouteDep
       'Content-Length': Buffer.byteLength(body),
     });
     res.end(body);
-    hitDuration.observe((performance.now() - started) / 1000);
+    const seconds = (performance.now() - started) / 1000;
+    hitDuration.observe(seconds);
+    hitCounter(consumer.name).inc();
+    if (hitSample > 0 && shouldLog('hit', hitSample)) {
+      const path = url.split('?')[0] ?? '';
+      const line: AccessLine = {
+        consumer: consumer.name,
+        route: `GET ${routeOf(path)}`,
+        channelId: channelOfPath(path),
+        status: 200,
+        outcome: 'hit',
+        durationMs: Math.round(seconds * 1_000_000) / 1000,
+      };
+      deps.accessLog?.logger.info(line, 'request');
+    }
     return true;
   };
 

@@ -1,16 +1,16 @@
 import type { Request } from 'express';
 import type { PolyvAccount } from '../config/config.js';
-import { CHANNEL_ID_RE } from '../config/env-schema.js';
 import { BrokerError, RequestError } from '../errors/broker-error.js';
 import type { AccountRegistry } from '../service/account-registry.js';
+import { channelIdParam } from './api-schemas.js';
 
 /** The `:channelId` route parameter, validated (1-20 digits) before any other work. */
 export function channelIdOf(req: Request): string {
   const id = req.params['channelId'];
-  if (typeof id !== 'string' || !CHANNEL_ID_RE.test(id)) {
+  if (!channelIdParam.safeParse(id).success) {
     throw new RequestError('invalid_channel_id', 'channelId must be 1-20 digits');
   }
-  return id;
+  return id as string;
 }
 
 /** The `:account` route parameter's account, or the default account on `/v1/channels/...`. */

@@ -18,6 +18,11 @@ export class BrokerMetrics {
   readonly refreshLeadTime: Histogram<'trigger'>;
   readonly budgetRefusals: Counter<'scope'>;
   readonly rateLimited: Counter<'consumer'>;
+  readonly streamsOpen: Gauge;
+  readonly streamEventsSent: Counter<'event'>;
+  readonly streamSlowReaderDrops: Counter;
+  readonly requests: Counter<'consumer' | 'kind' | 'outcome'>;
+  readonly upstreamCallsCaused: Counter<'consumer' | 'reason'>;
 
   constructor(options: { registry?: Registry; defaultMetrics?: boolean } = {}) {
     this.registry = options.registry ?? new Registry();
@@ -86,6 +91,34 @@ export class BrokerMetrics {
       name: 'polyv_broker_rate_limited_total',
       help: 'Requests answered 429 because the consumer exceeded its rate limit on this replica, by consumer name.',
       labelNames: ['consumer'] as const,
+      registers,
+    });
+    this.streamsOpen = new Gauge({
+      name: 'polyv_broker_streams_open',
+      help: 'Token streams (Server-Sent Events) open on this replica.',
+      registers,
+    });
+    this.streamEventsSent = new Counter({
+      name: 'polyv_broker_stream_events_sent_total',
+      help: 'Events written to token streams, by event (token, forgotten, unavailable); heartbeats are not counted.',
+      labelNames: ['event'] as const,
+      registers,
+    });
+    this.streamSlowReaderDrops = new Counter({
+      name: 'polyv_broker_stream_slow_reader_drops_total',
+      help: 'Token streams this replica closed because the consumer did not read what was sent.',
+      registers,
+    });
+    this.requests = new Counter({
+      name: 'polyv_broker_requests_total',
+      help: 'Token requests by consumer name, token kind and outcome (hit, miss, refresh, report_too_soon, or the error code).',
+      labelNames: ['consumer', 'kind', 'outcome'] as const,
+      registers,
+    });
+    this.upstreamCallsCaused = new Counter({
+      name: 'polyv_broker_upstream_calls_caused_total',
+      help: 'PolyV calls by the consumer whose request caused them (- for the broker itself) and why (miss, disposable, report, scheduled, manual).',
+      labelNames: ['consumer', 'reason'] as const,
       registers,
     });
   }

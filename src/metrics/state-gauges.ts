@@ -9,6 +9,11 @@ export interface StateSnapshot {
   readonly jobs: Readonly<Record<string, number>>;
   readonly globalCallsLast10s: number;
   readonly globalLimitPer10s: number;
+  /**
+   * Whether the fleet's PolyV calls are paused after PolyV said `qps exceeds`: the pause is recorded and has not
+   * ended yet, or it has and its probe has not gone through (the record lasts until the probe's success).
+   */
+  readonly upstreamPaused: boolean;
   /** get-channel-token budget per channel and hour, by account name (configuration, not read from Redis). */
   readonly channelBudgetsPerHour: Readonly<Record<string, number>>;
   /** Highest share of its hourly budget any warm channel has used (0..1). */
@@ -38,7 +43,7 @@ function cached(source: SnapshotSource, maxAgeMs: number): SnapshotSource {
 
 /**
  * Gauges computed from Redis at scrape time (prom-client `collect()`): warm and stale channels, BullMQ job
- * counts, the global limiter, budget use. Per-channel series are bounded (see BROKER_METRICS_CHANNEL_LABELS).
+ * counts, the global limiter, the fleet's pause after `qps exceeds`, budget use. Per-channel series are bounded (see BROKER_METRICS_CHANNEL_LABELS).
  */
 export function registerStateGauges(metrics: BrokerMetrics, source: SnapshotSource): void {
   const snapshot = cached(source, 1000);
@@ -85,6 +90,16 @@ export function registerStateGauges(metrics: BrokerMetrics, source: SnapshotSour
     const s = await read();
     if (s !== undefined) g.set(s.globalLimitPer10s);
   });
+  metrics.gauge(
+    'polyv_broker_upstream_paused',
+    'Whether the fleet has stopped calling PolyV after PolyV said qps exceeds (1: the pause lasts, or its probe has not gone through yet; 0: calls flow).',
+    [],
+    async (g) => {
+      const s = await read();
+      // Unknown while Redis does not answer: the last reading stands (polyv_broker_redis_up says why).
+      if (s?.redisUp === true) g.set(s.upstreamPaused ? 1 : 0);
+    },
+  );
   metrics.gauge(
     'polyv_broker_channel_budget_per_hour',
     'Configured get-channel-token budget per channel and hour, by account.',

@@ -150,7 +150,8 @@ export class PolyvClient {
       const res = await request(url, {
         method: 'POST',
         dispatcher: this.dispatcher,
-        headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+        headers: { // As PolyV's Java SDK sends it: the signature is computed over UTF-8 bytes (a Chinese nickname, say).
+        'content-type': 'application/x-www-form-urlencoded; charset=UTF-8', accept: 'application/json' },
         body,
         signal: AbortSignal.timeout(timeoutMs),
       });

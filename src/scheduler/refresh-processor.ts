@@ -46,7 +46,8 @@ export async function processRefresh(deps: RefreshProcessorDeps, data: RefreshJo
     const now = clock.now();
     if (err instanceof BrokerError) {
       if (err.code === 'channel_not_in_account') return { kind: 'done', reason: 'channel not in account' };
-      if (err.code === 'budget_exhausted') {
+      // A spent budget, or the fleet's pause after `qps exceeds`: come back when it says, spread by a second.
+      if (err.code === 'budget_exhausted' || (err.code === 'upstream_rate_limited' && err.retryAfterMs !== undefined)) {
         return { kind: 'next', at: now + (err.retryAfterMs ?? RETRY_CAP_MS) + Math.floor(random() * 1000), failures };
       }
       if (!err.retryable) return { kind: 'next', at: now + CONFIG_ERROR_RETRY_MS, failures };

@@ -1,4 +1,5 @@
 import type { PolyvAccount } from '../config/config.js';
+import type { CallReason, Caller } from '../domain/caller.js';
 import type { RefreshTrigger } from '../domain/token-kinds.js';
 import { BrokerError, UpstreamError } from '../errors/broker-error.js';
 import type { Clock } from '../lib/clock.js';
@@ -10,6 +11,9 @@ import type { PolyvGateway } from './polyv-gateway.js';
 import { isRefreshDue, isServable, refreshDueAt, type TimingPolicy } from './refresh-timing.js';
 import type { SingleFlight } from './single-flight.js';
 import type { WarmChannels } from './warm-channels.js';
+
+/** What a refresh trigger is called as the reason of a PolyV call. */
+const REASON: Readonly<Record<RefreshTrigger, CallReason>> = { miss: 'miss', rejected: 'report', scheduled: 'scheduled', manual: 'manual' };
 
 export interface ChannelRefresherOptions {
   store: TokenStore;
@@ -44,16 +48,18 @@ export class ChannelRefresher {
     channelId: string,
     trigger: RefreshTrigger,
     needed: (current: CachedToken | null) => boolean,
-    options: { justRead?: CachedToken | null | undefined; purpose?: string } = {},
+    options: { justRead?: CachedToken | null | undefined; purpose?: string; caller?: Caller | undefined } = {},
   ): Promise<CachedToken> {
+    const { caller } = options;
     return this.o.flights.run({
       store: this.o.store.flight(account.appId, channelId),
-      purpose: `${trigger}\n${options.purpose ?? ''}`,
+      // Each consumer has a flight of its own in this process: its quota is its own.
+      purpose: `${trigger}\n${caller?.name ?? '-'}\n${options.purpose ?? ''}`,
       needed,
       justRead: options.justRead,
       // A scheduled refresh of a channel warmed again after a rejection asks PolyV once more.
       obeyRejected: trigger !== 'scheduled',
-      fetch: (current) => this.fetchAndStore(account, channelId, trigger, current),
+      fetch: (current) => this.fetchAndStore(account, channelId, trigger, current, caller),
     });
   }
 
@@ -73,16 +79,25 @@ export class ChannelRefresher {
   }
 
   /** Budget slot and PolyV call (the gateway), versioned write, next refresh. */
-  private async fetchAndStore(account: PolyvAccount, channelId: string, trigger: RefreshTrigger, previous: CachedToken | null): Promise<CachedToken> {
+  private async fetchAndStore(
+    account: PolyvAccount,
+    channelId: string,
+    trigger: RefreshTrigger,
+    previous: CachedToken | null,
+    caller: Caller | undefined,
+  ): Promise<CachedToken> {
     const { store, clock, logger, metrics, timing } = this.o;
     const { appId } = account;
     try {
-      const token = await this.o.gateway.call({
+      const token = await this.o.gateway.call<CachedToken>({
         account,
         channelId,
         kind: 'channel',
+        reason: REASON[trigger],
+        caller,
         obeyRejected: trigger !== 'scheduled',
         force: trigger === 'manual',
+        reserved: trigger === 'scheduled' || trigger === 'manual',
         send: async ({ slot }) => {
           const data = await this.o.polyv.getChannelToken(account, { channelId, expireSeconds: this.o.expireSeconds });
           const fetchedAt = clock.now();
@@ -105,7 +120,7 @@ export class ChannelRefresher {
       if (code === 'channel_not_in_account') await this.o.warmChannels.drop(appId, channelId);
       const message = err instanceof BrokerError ? err.message : 'internal error while refreshing';
       const level = err instanceof BrokerError ? err.logLevel : 'error';
-      logger[level === 'info' ? 'warn' : level]({ appId, channelId, trigger, errorCode: code }, `channel token refresh failed: ${message}`);
+      logger[level]({ appId, channelId, trigger, errorCode: code }, `channel token refresh failed: ${message}`);
       throw err;
     }
   }

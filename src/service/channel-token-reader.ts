@@ -1,4 +1,5 @@
 import type { PolyvAccount } from '../config/config.js';
+import type { Caller } from '../domain/caller.js';
 import { BrokerError, RedisUnavailableError } from '../errors/broker-error.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
@@ -7,14 +8,15 @@ import type { CachedToken, TokenStore } from '../store/token-store.js';
 import type { ChannelRefresher } from './channel-refresher.js';
 import { LastServedTokens } from './last-served-tokens.js';
 import type { LocalTokenCache } from '../store/local-token-cache.js';
-import { recordServed } from './record-served.js';
+import { recordServed, servedRecorder } from './record-served.js';
 import { isServable, type TimingPolicy } from './refresh-timing.js';
 
 export interface ServedToken {
   readonly channelId: string;
   readonly channelToken: string;
   readonly expireTime: number;
-  readonly outcome: 'hit' | 'miss' | 'refresh';
+  /** `report_too_soon`: a report of a token younger than the minimum report age, answered with it. */
+  readonly outcome: 'hit' | 'miss' | 'refresh' | 'report_too_soon';
 }
 
 export interface ChannelTokenReaderOptions {
@@ -26,6 +28,8 @@ export interface ChannelTokenReaderOptions {
   timing: TimingPolicy;
   /** In-process cache in front of token reads for serving (absent: every read goes to Redis). */
   localCache?: LocalTokenCache | undefined;
+  /** A report of the current token younger than this is answered with it, without a PolyV call. */
+  reportMinAgeMs?: number | undefined;
 }
 
 /**
@@ -36,10 +40,13 @@ export interface ChannelTokenReaderOptions {
 export class ChannelTokenReader {
   private readonly o: ChannelTokenReaderOptions;
   private readonly lastServed: LastServedTokens;
+  /** The hit's metrics with their labels bound once (the hot path). */
+  private readonly recordHit: (remainingMs: number, minTtlMs: number) => void;
 
   constructor(options: ChannelTokenReaderOptions) {
     this.o = options;
     this.lastServed = new LastServedTokens({ clock: options.clock });
+    this.recordHit = servedRecorder(options.metrics, 'channel', 'hit');
   }
 
   /**
@@ -47,7 +54,7 @@ export class ChannelTokenReader {
    * While Redis is unreachable: the last token this replica served for the channel if it still has the
    * minimum TTL left, else 503 `not_ready`.
    */
-  async getToken(account: PolyvAccount, channelId: string): Promise<ServedToken> {
+  async getToken(account: PolyvAccount, channelId: string, caller?: Caller): Promise<ServedToken> {
     const local = this.peekToken(account, channelId);
     if (local !== undefined) return local;
     if (this.lastServed.redisFailing) return this.fromMemory(account, channelId, undefined);
@@ -62,6 +69,7 @@ export class ChannelTokenReader {
       }
       const fresh = await this.o.refresher.refreshWhen(account, channelId, 'miss', (cur) => cur === null || !this.servableNow(cur), {
         justRead: cached,
+        caller,
       });
       this.lastServed.remember(account.appId, channelId, fresh);
       return this.served(channelId, fresh, 'miss');
@@ -87,19 +95,25 @@ export class ChannelTokenReader {
 
   /**
    * Compare-and-refresh: refreshes only if `rejectedToken` is still the current token, so a storm of
-   * reports about one token costs at most one PolyV call.
+   * reports about one token costs at most one PolyV call; and only once the current token is at least the
+   * minimum report age old (younger: answered with it, `report_too_soon`), so a consumer that reports every
+   * token it gets cannot turn each read into a PolyV call.
    */
-  async refreshRejected(account: PolyvAccount, channelId: string, rejectedToken: string): Promise<ServedToken> {
+  async refreshRejected(account: PolyvAccount, channelId: string, rejectedToken: string, caller?: Caller): Promise<ServedToken> {
     // Comparing needs Redis: while it is unreachable a report of the current token gets 503 at once.
     if (this.lastServed.redisFailing) return this.fromMemory(account, channelId, undefined, rejectedToken);
     let fresh: CachedToken;
     try {
+      const current = await this.o.store.read(account.appId, channelId);
+      if (current !== null && current.token === rejectedToken && this.servableNow(current) && this.tooYoungToReport(current)) {
+        return this.served(channelId, current, 'report_too_soon');
+      }
       fresh = await this.o.refresher.refreshWhen(
         account,
         channelId,
         'rejected',
         (cur) => cur === null || cur.token === rejectedToken || !this.servableNow(cur),
-        { purpose: rejectedToken },
+        { purpose: rejectedToken, justRead: current, caller },
       );
     } catch (err) {
       if (!(err instanceof RedisUnavailableError)) throw err;
@@ -129,12 +143,18 @@ export class ChannelTokenReader {
     });
   }
 
+  private tooYoungToReport(token: CachedToken): boolean {
+    return this.o.clock.now() - token.fetchedAt < (this.o.reportMinAgeMs ?? 0);
+  }
+
   private servableNow(token: CachedToken): boolean {
     return isServable(token.expireTime, this.o.clock.now(), this.o.timing);
   }
 
   private served(channelId: string, token: CachedToken, outcome: ServedToken['outcome']): ServedToken {
-    recordServed(this.o.metrics, 'channel', outcome, token.expireTime - this.o.clock.now(), this.o.timing.minTtlMs);
+    const remainingMs = token.expireTime - this.o.clock.now();
+    if (outcome === 'hit') this.recordHit(remainingMs, this.o.timing.minTtlMs);
+    else recordServed(this.o.metrics, 'channel', outcome, remainingMs, this.o.timing.minTtlMs);
     return { channelId, channelToken: token.token, expireTime: token.expireTime, outcome };
   }
 }

@@ -1,4 +1,5 @@
 import type { PolyvAccount } from '../config/config.js';
+import type { Caller } from '../domain/caller.js';
 import type { CachedToken } from '../store/token-store.js';
 import type { ChannelRefresher } from './channel-refresher.js';
 import type { ChannelTokenReader, ServedToken } from './channel-token-reader.js';
@@ -26,16 +27,16 @@ export class ChannelTokenService {
     this.timing = parts.timing;
   }
 
-  getToken(account: PolyvAccount, channelId: string): Promise<ServedToken> {
-    return this.reader.getToken(account, channelId);
+  getToken(account: PolyvAccount, channelId: string, caller?: Caller): Promise<ServedToken> {
+    return this.reader.getToken(account, channelId, caller);
   }
 
   peekToken(account: PolyvAccount, channelId: string): ServedToken | undefined {
     return this.reader.peekToken(account, channelId);
   }
 
-  refreshRejected(account: PolyvAccount, channelId: string, rejectedToken: string): Promise<ServedToken> {
-    return this.reader.refreshRejected(account, channelId, rejectedToken);
+  refreshRejected(account: PolyvAccount, channelId: string, rejectedToken: string, caller?: Caller): Promise<ServedToken> {
+    return this.reader.refreshRejected(account, channelId, rejectedToken, caller);
   }
 
   refreshIfDue(account: PolyvAccount, channelId: string): Promise<CachedToken> {

@@ -1,4 +1,5 @@
 import type { PolyvAccount } from '../config/config.js';
+import type { Caller } from '../domain/caller.js';
 import type { Clock } from '../lib/clock.js';
 import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import type { PolyvClient } from '../polyv/polyv-client.js';
@@ -27,11 +28,13 @@ export class DisposableTokenService {
     },
   ) {}
 
-  async issue(account: PolyvAccount, channelId: string): Promise<DisposableToken> {
+  async issue(account: PolyvAccount, channelId: string, caller?: Caller): Promise<DisposableToken> {
     const data = await this.o.gateway.call({
       account,
       channelId,
       kind: 'channel',
+      reason: 'disposable',
+      caller,
       send: () => this.o.polyv.getChannelToken(account, { channelId, expireSeconds: this.o.expireSeconds, disposable: true }),
     });
     recordServed(this.o.metrics, 'channel', 'miss', data.expireTime - this.o.clock.now(), 0);

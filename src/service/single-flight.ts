@@ -1,4 +1,4 @@
-import { BrokerError, errorFromRecord, failureRecord } from '../errors/broker-error.js';
+import { BrokerError, errorFromRecord, failureRecord, isSharedFailure } from '../errors/broker-error.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
 import type { FlightStore } from '../store/flight-store.js';
@@ -97,7 +97,8 @@ export class SingleFlight {
       const after = await store.read();
       if (after !== null && !needed(after)) return after;
       const failure = await store.readFailure();
-      if (failure !== null && failure.at >= startedAt) throw errorFromRecord(failure);
+      // A refusal that depended on who asked (quota, budget share) is not ours: the next round tries for us.
+      if (failure !== null && failure.at >= startedAt && isSharedFailure(failure.code)) throw errorFromRecord(failure);
       if (Date.now() >= deadline) {
         throw new BrokerError('upstream_unavailable', `timed out waiting for a refresh in progress (channel ${store.channelId})`, {
           retryAfterMs: 1000,

@@ -57,9 +57,10 @@ export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot>
         });
       }
     }
-    const [jobs, globalCalls] = await Promise.all([
+    const [jobs, globalCalls, pause] = await Promise.all([
       d.jobCounts(),
       d.budget.globalUsed(),
+      d.budget.readPause(),
     ]);
     return {
       redisUp: true,
@@ -68,6 +69,8 @@ export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot>
       jobs,
       globalCallsLast10s: globalCalls,
       globalLimitPer10s: d.globalLimitPer10s,
+      // The record lasts from `qps exceeds` until the probe after the pause goes through (see CallBudget.take).
+      upstreamPaused: pause !== null,
       channelBudgetsPerHour,
       maxBudgetUsedRatio: maxRatio,
       channels,
@@ -80,6 +83,7 @@ export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot>
       jobs: {},
       globalCallsLast10s: 0,
       globalLimitPer10s: d.globalLimitPer10s,
+      upstreamPaused: false,
       channelBudgetsPerHour,
       maxBudgetUsedRatio: 0,
       channels: [],

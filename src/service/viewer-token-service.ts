@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { PolyvAccount } from '../config/config.js';
+import type { Caller } from '../domain/caller.js';
 import type { CachedViewerToken } from '../store/kind-token-store.js';
 import { recordServed } from './record-served.js';
 import type { TokenKindDeps } from './token-kind-deps.js';
@@ -43,7 +44,7 @@ export class ViewerTokenService {
     this.o = options;
   }
 
-  async getToken(account: PolyvAccount, channelId: string, profile: ViewerProfile): Promise<ServedViewerToken> {
+  async getToken(account: PolyvAccount, channelId: string, profile: ViewerProfile, caller?: Caller): Promise<ServedViewerToken> {
     const { clock } = this.o;
     const store = this.o.store.viewerToken(account.appId, channelId, profileDigest(profile));
     const minTtlMs = this.o.minTtlSeconds * 1000;
@@ -51,13 +52,15 @@ export class ViewerTokenService {
 
     const { value: token, fetched } = await this.o.flights.readOrRun({
       store,
-      purpose: 'read',
+      purpose: `read\n${caller?.name ?? '-'}`,
       needed,
       fetch: () =>
         this.o.gateway.call({
           account,
           channelId,
           kind: 'watch_api',
+          reason: 'miss',
+          caller,
           send: async () => {
             const askedAt = clock.now();
             const data = await this.o.polyv.getWatchApiToken(account, { channelId, ...profile });

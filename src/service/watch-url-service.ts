@@ -1,4 +1,5 @@
 import type { PolyvAccount } from '../config/config.js';
+import type { CallReason, Caller } from '../domain/caller.js';
 import { BudgetExhaustedError } from '../errors/broker-error.js';
 import type { Logger } from '../lib/logger.js';
 import type { PooledUrl } from '../store/kind-token-store.js';
@@ -44,7 +45,7 @@ export class WatchUrlService {
     return this.o.clock.now() - this.o.poolMaxAgeSeconds * 1000;
   }
 
-  async take(account: PolyvAccount, channelId: string): Promise<WatchUrl & { outcome: 'hit' | 'miss' }> {
+  async take(account: PolyvAccount, channelId: string, caller?: Caller): Promise<WatchUrl & { outcome: 'hit' | 'miss' }> {
     const { clock, metrics } = this.o;
     if (this.o.poolSize > 0) {
       const pooled = await this.o.store.popFreshUrl(account.appId, channelId, this.freshSince());
@@ -54,7 +55,7 @@ export class WatchUrlService {
         return { url: pooled.url, expireTime: pooled.expireTime, outcome: 'hit' };
       }
     }
-    const minted = await this.mint(account, channelId);
+    const minted = await this.mint(account, channelId, 'miss', caller);
     recordServed(metrics, 'watch_url', 'miss', minted.expireTime - clock.now(), 0);
     return { url: minted.url, expireTime: minted.expireTime, outcome: 'miss' };
   }
@@ -71,7 +72,7 @@ export class WatchUrlService {
     while (size < this.o.poolSize) {
       let url: PooledUrl;
       try {
-        url = await this.mint(account, channelId);
+        url = await this.mint(account, channelId, 'scheduled', undefined);
       } catch (err) {
         if (err instanceof BudgetExhaustedError) break;
         throw err;
@@ -87,11 +88,13 @@ export class WatchUrlService {
     return this.o.store.urlPoolSize(account.appId, channelId);
   }
 
-  private mint(account: PolyvAccount, channelId: string): Promise<PooledUrl> {
+  private mint(account: PolyvAccount, channelId: string, reason: CallReason, caller: Caller | undefined): Promise<PooledUrl> {
     return this.o.gateway.call({
       account,
       channelId,
       kind: 'watch_url',
+      reason,
+      caller,
       send: async () => {
         const mintedAt = this.o.clock.now();
         const url = await this.o.polyv.getTokenWatchUrl(account, channelId);

@@ -37,6 +37,35 @@ export function requestParams(query: URLSearchParams, contentType: string | unde
   return params;
 }
 
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Whether a form body is UTF-8, as PolyV reads it: a declared charset other than UTF-8, or percent-encoded
+ * bytes that are not UTF-8 (a GBK nickname, say), make every parameter differ from what was signed.
+ */
+export function isUtf8Form(contentType: string | undefined, body: string): boolean {
+  const charset = /;\s*charset=([^;\s]+)/i.exec(contentType ?? '')?.[1]?.replace(/"/g, '').toLowerCase();
+  if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') return false;
+  for (const part of body.split('&')) {
+    const bytes: number[] = [];
+    const text = part.replace(/\+/g, ' ');
+    for (let i = 0; i < text.length; i++) {
+      if (text[i] === '%' && /^[0-9a-fA-F]{2}$/.test(text.slice(i + 1, i + 3))) {
+        bytes.push(parseInt(text.slice(i + 1, i + 3), 16));
+        i += 2;
+      } else {
+        bytes.push(...Buffer.from(text[i] ?? '', 'utf8'));
+      }
+    }
+    try {
+      STRICT_UTF8.decode(Uint8Array.from(bytes));
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
 export function send(res: ServerResponse, status: number, contentType: string, text: string, headers: Record<string, string> = {}): void {
   res.writeHead(status, { ...headers, 'content-type': contentType, 'content-length': String(Buffer.byteLength(text)) });
   res.end(text);

@@ -2,7 +2,7 @@ import { STATUS_CODES, createServer, type IncomingMessage, type Server, type Ser
 import type { AddressInfo } from 'node:net';
 import { answerAdminRequest } from './admin-api.js';
 import { FaultSwitch, type SimFault } from './faults.js';
-import { BodyTooLargeError, JSON_CONTENT_TYPE, readBody, requestParams, send, sendJson } from './http-io.js';
+import { BodyTooLargeError, JSON_CONTENT_TYPE, isUtf8Form, readBody, requestParams, send, sendJson } from './http-io.js';
 import { answerPolyvRequest, errorEnvelope, httpStatusForCode, type PolyvEndpointState } from './polyv-endpoints.js';
 import { IpRateLimiter, RollingWindowCounter } from './rate-limits.js';
 import { endpointForPath, type SimAccount, type SimCall, type SimClock, type SimEndpoint, type SimEnvelope, type SimTokenCheck, type SimTokenKind } from './sim-types.js';
@@ -166,6 +166,14 @@ export class PolyvSimulator {
       const envelope = errorEnvelope(405, 'method not allowed');
       this.record(call, 405, envelope.code, envelope.message, false);
       sendJson(res, 405, envelope, { allow: allowed.join(', ') });
+      return;
+    }
+    const isForm = (req.headers['content-type'] ?? '').toLowerCase().startsWith('application/x-www-form-urlencoded');
+    if (isForm && !isUtf8Form(req.headers['content-type'], body)) {
+      // PolyV decodes the form as UTF-8: other bytes change the parameters, so the signature cannot match.
+      const envelope = errorEnvelope(403, 'invalid signature.');
+      this.record(call, httpStatusForCode(envelope.code), envelope.code, envelope.message, false);
+      sendJson(res, httpStatusForCode(envelope.code), envelope);
       return;
     }
     const answer = () => {

@@ -1,7 +1,7 @@
 import type { RedisClient } from './redis-scripts.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
-import { parseTokenEvent } from './token-events.js';
+import { TokenEventSubscription } from './token-event-subscription.js';
 import type { CachedToken } from './token-store.js';
 
 export interface LocalTokenCacheOptions {
@@ -43,60 +43,39 @@ const cacheKey = (appId: string, channelId: string): string => `${appId}:${chann
 export class LocalTokenCache {
   private readonly o: LocalTokenCacheOptions;
   private readonly entries = new Map<string, Entry>();
+  /** The token change announcements; while it is down, the cache serves nothing. */
+  private readonly events: TokenEventSubscription;
   private generation = 0;
-  private subscribed = false;
-  private stopped = false;
-  private lastErrorLoggedAt = 0;
 
   constructor(options: LocalTokenCacheOptions) {
     this.o = options;
+    this.events = new TokenEventSubscription({ subscriber: options.subscriber, channel: options.channel, logger: options.logger });
   }
 
   /** Whether the cache is serving (subscribed, and not turned off by configuration). */
   get active(): boolean {
-    return this.subscribed && this.o.maxAgeMs > 0 && this.o.maxEntries > 0;
+    return this.events.subscribed && this.o.maxAgeMs > 0 && this.o.maxEntries > 0;
   }
 
   get size(): number {
     return this.entries.size;
   }
 
-  /** Connects the subscriber and resolves once the first subscription attempt has finished. */
+  /**
+   * Connects the subscriber and resolves once the first subscription attempt has finished. Every
+   * (re)subscription empties the cache: what was announced while it was down is lost.
+   */
   async start(): Promise<void> {
-    const { subscriber, logger } = this.o;
-    subscriber.on('message', (channel: string, message: string) => this.onMessage(channel, message));
-    subscriber.on('close', () => this.unsubscribed());
-    subscriber.on('error', (err: Error) => {
-      const now = Date.now();
-      if (now - this.lastErrorLoggedAt > 5000) {
-        this.lastErrorLoggedAt = now;
-        logger.warn({ err: err.message }, 'token event subscription: redis connection error');
-      }
+    await this.events.start({
+      onEvent: (event) => this.invalidate(event.appId, event.channelId),
+      onResync: () => this.clear(),
+      onDown: () => this.clear(),
     });
-    let first: Promise<void> | undefined;
-    subscriber.on('ready', () => {
-      const attempt = this.subscribe();
-      first ??= attempt;
-    });
-    // On a Redis Cluster the subscription lives on one node, and ioredis moves it to another node by itself
-    // when that one fails or leaves, without a 'close': messages published meanwhile are lost. So any node
-    // failure or topology change counts as a resubscription: serve nothing, drop everything, subscribe again.
-    for (const event of ['node error', '-node', '+node']) {
-      subscriber.on(event, () => {
-        if (this.stopped) return;
-        this.unsubscribed();
-        void this.subscribe();
-      });
-    }
-    await subscriber.connect();
-    // 'ready' has fired by the time connect() resolves.
-    await first;
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    this.unsubscribed();
-    await this.o.subscriber.quit().catch(() => this.o.subscriber.disconnect());
+    this.clear();
+    await this.events.stop();
   }
 
   /** Call before reading Redis, and hand the result to `fill`. */
@@ -106,7 +85,7 @@ export class LocalTokenCache {
 
   /** The channel's token if it is held, younger than the max age, and servable; otherwise undefined. */
   get(appId: string, channelId: string): CachedToken | undefined {
-    if (!this.subscribed) return undefined;
+    if (!this.events.subscribed) return undefined;
     const key = cacheKey(appId, channelId);
     const entry = this.entries.get(key);
     if (entry === undefined) return undefined;
@@ -143,32 +122,5 @@ export class LocalTokenCache {
   clear(): void {
     this.generation += 1;
     this.entries.clear();
-  }
-
-  private async subscribe(): Promise<void> {
-    if (this.stopped) return;
-    try {
-      await this.o.subscriber.subscribe(this.o.channel);
-      this.clear();
-      this.subscribed = !this.stopped;
-    } catch (err) {
-      this.o.logger.warn({ err: (err as Error).message }, 'could not subscribe to token events: serving from Redis only');
-    }
-  }
-
-  private unsubscribed(): void {
-    this.subscribed = false;
-    this.clear();
-  }
-
-  private onMessage(channel: string, message: string): void {
-    if (channel !== this.o.channel) return;
-    const event = parseTokenEvent(message);
-    if (event === undefined) {
-      // From a newer version, perhaps: dropping everything is always safe.
-      this.clear();
-      return;
-    }
-    this.invalidate(event.appId, event.channelId);
   }
 }

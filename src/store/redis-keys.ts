@@ -28,6 +28,14 @@ export class RedisKeys {
     return `${this.channel(appId, channelId)}:budget:${endpoint}`;
   }
 
+  /**
+   * Sorted set of the PolyV calls one consumer caused for the channel and endpoint in the rolling hour
+   * (score = call time in ms, member = the call's slot number).
+   */
+  consumerQuota(appId: string, channelId: string, endpoint: string, consumer: string): string {
+    return `${this.channel(appId, channelId)}:quota:${endpoint}:${consumer}`;
+  }
+
   /** String: owner of the single-flight refresh lock, with a PX expiry. */
   lock(appId: string, channelId: string): string {
     return `${this.channel(appId, channelId)}:lock`;
@@ -79,6 +87,14 @@ export class RedisKeys {
    */
   accountFailure(appId: string): string {
     return `${this.prefix}:{global}:account-failure:${appId}`;
+  }
+
+  /**
+   * Hash (code, message, at, until): PolyV said `qps exceeds`; no replica calls PolyV before `until` (same slot
+   * as the limiter, whose script checks it).
+   */
+  upstreamPause(): string {
+    return `${this.prefix}:{global}:upstream-pause`;
   }
 
   /** Hash holding the fleet-wide call counter (same slot as the limiter's set). */

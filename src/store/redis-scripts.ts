@@ -19,21 +19,26 @@ declare module 'ioredis' {
       windowKey: string,
       counterKey: string,
       rejectedKey: string,
+      quotaKey: string,
       now: number,
       windowMs: number,
       limit: number,
       obeyRejected: number,
+      quotaLimit: number,
+      quotaWindowMs: number,
     ): Result<Array<number | string>, Context>;
     ptbTakeFleetSlot(
       windowKey: string,
       counterKey: string,
       accountFailureKey: string,
+      pauseKey: string,
       now: number,
       windowMs: number,
       limit: number,
       force: number,
-      probeEveryMs: number,
+      accountRetryMs: number,
       credentials: string,
+      probeWindowMs: number,
     ): Result<Array<number | string>, Context>;
     ptbReleaseLock(lockKey: string, owner: string): Result<number, Context>;
     ptbPopFresh(poolKey: string, minMintedAt: number): Result<string | null, Context>;
@@ -47,8 +52,8 @@ const defined = new WeakSet<object>();
 export function defineScripts(redis: RedisClient): RedisClient {
   if (defined.has(redis)) return redis;
   redis.defineCommand('ptbWriteToken', { numberOfKeys: 2, lua: WRITE_TOKEN_LUA });
-  redis.defineCommand('ptbTakeSlot', { numberOfKeys: 3, lua: TAKE_SLOT_LUA });
-  redis.defineCommand('ptbTakeFleetSlot', { numberOfKeys: 3, lua: TAKE_FLEET_SLOT_LUA });
+  redis.defineCommand('ptbTakeSlot', { numberOfKeys: 4, lua: TAKE_SLOT_LUA });
+  redis.defineCommand('ptbTakeFleetSlot', { numberOfKeys: 4, lua: TAKE_FLEET_SLOT_LUA });
   redis.defineCommand('ptbReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK_LUA });
   redis.defineCommand('ptbPopFresh', { numberOfKeys: 1, lua: POP_FRESH_LUA });
   redis.defineCommand('ptbTrimStale', { numberOfKeys: 1, lua: TRIM_STALE_LUA });

@@ -42,38 +42,69 @@ redis.call('PEXPIRE', KEYS[1], window)
 `;
 
 /**
- * Sliding-window call budget of one channel and endpoint. Takes one slot if fewer than `limit` calls happened
- * in the last `window` ms, unless the channel is marked rejected (PolyV called it illegal) and the caller
- * obeys the mark.
- * KEYS: the window's sorted set, the counter hash (for a monotonic slot number), the rejected mark.
- * ARGV: now, windowMs, limit, obeyRejected (1/0).
- * Returns {1, usedAfter, slotNumber}, {0, used, msUntilASlotFrees} or {3, 0, rejectedMessage}.
+ * Sliding-window call budget of one channel and endpoint, and the calling consumer's quota on it. Refused,
+ * in this order: the channel is marked rejected (PolyV called it illegal) and the caller obeys the mark
+ * ({3, 0, message}); the consumer has caused `quotaLimit` calls in the last `quotaWindow` ms ({5, wait, 0});
+ * `limit` calls happened in the last `window` ms ({0, used, wait}). `limit` is the caller's share: the whole
+ * budget for the proactive refresh, the budget minus the refresh reserve for everyone else.
+ * KEYS: the window's sorted set, the counter hash (for a monotonic slot number), the rejected mark, the
+ * consumer's quota sorted set. ARGV: now, windowMs, limit, obeyRejected (1/0), quotaLimit (0: none),
+ * quotaWindowMs. Returns {1, usedAfter, slotNumber} when taken (the slot number is the member in both sets).
  */
 export const TAKE_SLOT_LUA = `
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
+local quotaLimit = tonumber(ARGV[5])
+local quotaWindow = tonumber(ARGV[6])
 if ARGV[4] == '1' then
   local rejected = redis.call('GET', KEYS[3])
   if rejected then return {3, 0, rejected} end
 end
-${SLIDING_WINDOW_TAKE}return {1, used + 1, seq}
+if quotaLimit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - quotaWindow)
+  if redis.call('ZCARD', KEYS[4]) >= quotaLimit then
+    local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+    local wait = quotaWindow
+    if oldest[2] then wait = tonumber(oldest[2]) + quotaWindow - now end
+    if wait < 1 then wait = 1 end
+    return {5, wait, 0}
+  end
+end
+${SLIDING_WINDOW_TAKE}if quotaLimit > 0 then
+  redis.call('ZADD', KEYS[4], now, seq)
+  redis.call('PEXPIRE', KEYS[4], quotaWindow)
+end
+return {1, used + 1, seq}
 `;
 
 /**
- * The fleet-wide gate in front of PolyV: the rolling-window limiter of every call, and the account's failure
- * record. While an account's credentials are recorded as refused, no call with those same credentials
- * (compared by fingerprint, so a replica started with a corrected secret is not held back) goes out until
- * `retryAt`; the first call after that is the one probe, and moves `retryAt` on by `probeEvery` so no other
- * call follows it. `force` (on-call) skips the wait.
- * KEYS: the limiter's sorted set, its counter hash, the account's failure hash.
- * ARGV: now, windowMs, limit, force (1/0), probeEveryMs, credentials fingerprint.
- * Returns {1, usedAfter, member, probe}, {0, used, msUntilASlotFrees} or {2, msUntilRetry, message}.
+ * The fleet-wide gate in front of PolyV: the rolling-window limiter of every call, the fleet's pause after
+ * PolyV said `qps exceeds`, and the account's failure record.
+ * - While the pause lasts (`until`), no call goes out ({4, wait, message}); the first call after it is the
+ *   probe: it moves `until` on by `probeWindow` (longer than one PolyV call) and marks the pause `probing`,
+ *   so no other call follows it until it has answered (its success ends the pause; another `qps exceeds`
+ *   starts a new one); meanwhile refused callers are told to look again within a second.
+ * - While an account's credentials are recorded as refused, no call with those same credentials (compared by
+ *   fingerprint, so a replica started with a corrected secret is not held back) goes out until `retryAt`
+ *   ({2, wait, message}); the first call after that is the account's probe and moves `retryAt` on by
+ *   `accountRetry`. `force` (on-call) skips this wait, not the pause.
+ * KEYS: the limiter's sorted set, its counter hash, the account's failure hash, the fleet's pause hash.
+ * ARGV: now, windowMs, limit, force (1/0), accountRetryMs, credentials fingerprint, probeWindowMs.
+ * Returns {1, usedAfter, member, probes} when taken: probes is 1 for the account's probe, plus 2 for the
+ * pause's; {0, used, msUntilASlotFrees} when the limiter is full.
  */
 export const TAKE_FLEET_SLOT_LUA = `
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
+local pausedUntil = tonumber(redis.call('HGET', KEYS[4], 'until') or '0')
+if pausedUntil > 0 and now < pausedUntil then
+  local wait = pausedUntil - now
+  -- While the probe is out, look again soon: its success ends the pause long before its window does.
+  if redis.call('HGET', KEYS[4], 'probing') == '1' and wait > 1000 then wait = 1000 end
+  return {4, wait, redis.call('HGET', KEYS[4], 'message') or ''}
+end
 local retryAt = 0
 if redis.call('HGET', KEYS[3], 'credentials') == ARGV[6] then
   retryAt = tonumber(redis.call('HGET', KEYS[3], 'retryAt') or '0')
@@ -81,12 +112,16 @@ end
 if retryAt > 0 and now < retryAt and ARGV[4] ~= '1' then
   return {2, retryAt - now, redis.call('HGET', KEYS[3], 'message') or ''}
 end
-${SLIDING_WINDOW_TAKE}local probe = 0
+${SLIDING_WINDOW_TAKE}local probes = 0
 if retryAt > 0 then
-  probe = 1
+  probes = probes + 1
   redis.call('HSET', KEYS[3], 'retryAt', now + tonumber(ARGV[5]))
 end
-return {1, used + 1, seq, probe}
+if pausedUntil > 0 then
+  probes = probes + 2
+  redis.call('HSET', KEYS[4], 'until', now + tonumber(ARGV[7]), 'probing', '1')
+end
+return {1, used + 1, seq, probes}
 `;
 
 /** Deletes a lock only if it still holds our value. KEYS: lock. ARGV: owner value. */

@@ -1,5 +1,6 @@
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll } from 'vitest';
+import { responseProblem } from './openapi-check.js';
 import { redisUrl, uniquePrefix } from './redis.js';
 import { buildBrokerApp, type BrokerApp } from '../../src/app.js';
 import { loadConfig, type Config, type LoadConfigOptions } from '../../src/config/config.js';
@@ -60,6 +61,11 @@ export function testConfig(simUrl: string, env: Record<string, string> = {}): Co
     BROKER_API_KEYS: `svc-a:${TEST_KEY},svc-b:${OTHER_KEY}`,
     BROKER_REDIS_PREFIX: uniquePrefix(),
     LOG_LEVEL: 'silent',
+    // The consumer-protection policies are off unless a test turns them on (test/consumer-isolation.test.ts
+    // tests them at their defaults): the other tests count PolyV calls of reports and misses as such.
+    BROKER_REPORT_MIN_AGE_SECONDS: '0',
+    BROKER_REFRESH_RESERVE_PER_HOUR: '0',
+    BROKER_CONSUMER_UPSTREAM_PER_HOUR: '0',
     ...env,
   });
 }
@@ -168,6 +174,9 @@ export async function api<T = Record<string, unknown>>(
   } catch {
     // leave as text
   }
+  // Every answer of the HTTP tests must keep the OpenAPI description (openapi.json).
+  const problem = responseProblem(init.method ?? 'GET', path, res.status, parsed);
+  if (problem !== undefined) throw new Error(`the answer breaks the OpenAPI description: ${problem}`);
   return { status: res.status, headers: res.headers, body: parsed as T };
 }
 

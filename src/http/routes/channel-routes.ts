@@ -1,6 +1,7 @@
 import { Router, type Response } from 'express';
 import { accountOf, channelIdOf } from '../route-params.js';
-import { authorize, mayAccess } from '../authorize.js';
+import { disposableQuery, rejectedTokenBody } from '../api-schemas.js';
+import { authorize, consumerOf, mayAccess } from '../authorize.js';
 import { BrokerError, RequestError } from '../../errors/broker-error.js';
 import type { BrokerMetrics } from '../../metrics/broker-metrics.js';
 import type { AccountRegistry } from '../../service/account-registry.js';
@@ -33,6 +34,7 @@ export function channelRoutes(deps: ChannelRoutesDeps): Router {
     try {
       const served = await work();
       stop({ outcome: served.outcome });
+      res.locals['outcome'] = served.outcome;
       res.setHeader('Cache-Control', 'no-store');
       res.json(tokenBody(served));
     } catch (err) {
@@ -56,33 +58,31 @@ export function channelRoutes(deps: ChannelRoutesDeps): Router {
     const account = accountOf(req, accounts);
     authorize(res, { account, channelId, kind: 'channel' });
     const disposable = req.query['disposable'];
+    if (disposable !== undefined && !disposableQuery.safeParse(disposable).success) {
+      throw new RequestError('invalid_request', 'disposable must be true or false');
+    }
     if (disposable === 'true') {
       const stop = metrics.serveDuration.startTimer({ kind: 'channel', outcome: 'disposable' });
-      const issued = await deps.disposable.issue(account, channelId);
+      const issued = await deps.disposable.issue(account, channelId, consumerOf(res));
       stop();
+      res.locals['outcome'] = 'disposable';
       res.setHeader('Cache-Control', 'no-store');
       res.json({ ...issued, disposable: true });
       return;
     }
-    if (disposable !== undefined && disposable !== 'false') {
-      throw new RequestError('invalid_request', 'disposable must be true or false');
-    }
-    await timed(res, () => service.getToken(account, channelId));
+    await timed(res, () => service.getToken(account, channelId, consumerOf(res)));
   });
 
   router.post('/:channelId/token/refresh', async (req, res) => {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
     authorize(res, { account, channelId, kind: 'channel' });
-    const body: unknown = req.body;
-    const rejected = typeof body === 'object' && body !== null ? (body as Record<string, unknown>)['rejectedToken'] : undefined;
-    if (typeof rejected !== 'string' || rejected === '' || rejected.length > MAX_TOKEN_LENGTH) {
-      throw new RequestError(
-        'invalid_request',
-        `body must be JSON {"rejectedToken": "<the token PolyV rejected>"} (1-${MAX_TOKEN_LENGTH} characters)`,
-      );
+    const parsed = rejectedTokenBody.safeParse(req.body);
+    if (!parsed.success) {
+      throw new RequestError('invalid_request', `body must be JSON {"rejectedToken": "<the token PolyV rejected>"} (1-${MAX_TOKEN_LENGTH} characters)`);
     }
-    await timed(res, () => service.refreshRejected(account, channelId, rejected));
+    const rejected = parsed.data.rejectedToken;
+    await timed(res, () => service.refreshRejected(account, channelId, rejected, consumerOf(res)));
   });
 
   router.put('/:channelId', async (req, res) => {

@@ -1,5 +1,5 @@
 import { Router, type Response } from 'express';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { RequestError } from '../../errors/broker-error.js';
 import type { TokenKind } from '../../domain/token-kinds.js';
 import type { BrokerMetrics } from '../../metrics/broker-metrics.js';
@@ -7,7 +7,8 @@ import type { AccountRegistry } from '../../service/account-registry.js';
 import type { CommonTokenService } from '../../service/common-token-service.js';
 import type { ViewerTokenService } from '../../service/viewer-token-service.js';
 import type { WatchUrlService } from '../../service/watch-url-service.js';
-import { authorize } from '../authorize.js';
+import { rejectedTokenBody, viewerProfileBody } from '../api-schemas.js';
+import { authorize, consumerOf } from '../authorize.js';
 import { accountOf, channelIdOf } from '../route-params.js';
 
 export interface TokenKindRoutesDeps {
@@ -17,39 +18,6 @@ export interface TokenKindRoutesDeps {
   commonTokens: CommonTokenService;
   watchUrls: WatchUrlService;
 }
-
-const optionalText = (max: number) =>
-  z
-    .string({ error: `must be a string of at most ${max} characters` })
-    .max(max, `must be at most ${max} characters`)
-    .optional()
-    .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
-
-/** Body of POST .../watch-tokens: what PolyV's get-watch-api-token accepts, with sane limits. */
-export const viewerProfileSchema = z.strictObject(
-  {
-    viewerId: z
-      .string({ error: 'viewerId is required (1-64 characters)' })
-      .min(1, 'viewerId must be 1-64 characters')
-      .max(64, 'viewerId must be 1-64 characters')
-      .refine((v) => v.trim() !== '', 'viewerId must not be blank'),
-    nickname: optionalText(64),
-    avatar: optionalText(1024).refine(
-      (v) => v === undefined || /^https?:\/\/\S+$/.test(v),
-      'avatar must be an http(s) URL',
-    ),
-    openid: optionalText(128),
-    actor: optionalText(64),
-  },
-  { error: 'unknown field: the body takes viewerId, nickname, avatar, openid and actor' },
-);
-
-const rejectedSchema = z.strictObject({
-  rejectedToken: z
-    .string({ error: 'rejectedToken is required' })
-    .min(1, 'rejectedToken must not be empty')
-    .max(4096, 'rejectedToken is too long'),
-});
 
 function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   const parsed = schema.safeParse(body ?? {});
@@ -74,6 +42,7 @@ export function tokenKindRoutes(deps: TokenKindRoutesDeps): Router {
     try {
       const result = await work();
       stop({ outcome: result.outcome });
+      res.locals['outcome'] = result.outcome;
       res.setHeader('Cache-Control', 'no-store');
       return result;
     } catch (err) {
@@ -87,8 +56,8 @@ export function tokenKindRoutes(deps: TokenKindRoutesDeps): Router {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
     authorize(res, { account, channelId, kind: 'watch_api' });
-    const profile = parseBody(viewerProfileSchema, req.body);
-    const t = await timed('watch_api', res, () => deps.viewerTokens.getToken(account, channelId, profile));
+    const profile = parseBody(viewerProfileBody, req.body);
+    const t = await timed('watch_api', res, () => deps.viewerTokens.getToken(account, channelId, profile, consumerOf(res)));
     res.json({ token: t.token, expireTime: t.expireTime });
   });
 
@@ -102,18 +71,18 @@ export function tokenKindRoutes(deps: TokenKindRoutesDeps): Router {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
     authorize(res, { account, channelId, kind: 'common' });
-    sendCommon(res, channelId, await timed('common', res, () => deps.commonTokens.getToken(account, channelId)));
+    sendCommon(res, channelId, await timed('common', res, () => deps.commonTokens.getToken(account, channelId, consumerOf(res))));
   });
 
   router.post('/:channelId/common-token/refresh', async (req, res) => {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
     authorize(res, { account, channelId, kind: 'common' });
-    const { rejectedToken } = parseBody(rejectedSchema, req.body);
+    const { rejectedToken } = parseBody(rejectedTokenBody, req.body);
     sendCommon(
       res,
       channelId,
-      await timed('common', res, () => deps.commonTokens.refreshRejected(account, channelId, rejectedToken)),
+      await timed('common', res, () => deps.commonTokens.refreshRejected(account, channelId, rejectedToken, consumerOf(res))),
     );
   });
 
@@ -121,7 +90,7 @@ export function tokenKindRoutes(deps: TokenKindRoutesDeps): Router {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
     authorize(res, { account, channelId, kind: 'watch_url' });
-    const u = await timed('watch_url', res, () => deps.watchUrls.take(account, channelId));
+    const u = await timed('watch_url', res, () => deps.watchUrls.take(account, channelId, consumerOf(res)));
     res.json({ url: u.url, expireTime: u.expireTime });
   });
 

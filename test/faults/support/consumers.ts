@@ -75,6 +75,8 @@ export interface DriverOptions {
   mix: Mix;
   /** Asks the simulator about a token the first time it is seen. */
   checkToken: (channelId: string, token: string) => Promise<{ valid: boolean; reason?: string }>;
+  /** The consumer's API key (default FAULT_KEY, consumer `faults`). */
+  apiKey?: string;
 }
 
 const now = (): number => performance.timeOrigin + performance.now();
@@ -166,7 +168,7 @@ export class LoadDriver {
     const channel = forced?.channel ?? channels[Math.floor(Math.random() * channels.length)] ?? '0';
     let method: 'GET' | 'POST' = 'GET';
     let path = `/v1/channels/${channel}/token`;
-    let key = FAULT_KEY;
+    let key = this.o.apiKey ?? FAULT_KEY;
     let body: string | undefined;
     switch (op) {
       case 'report-stale':

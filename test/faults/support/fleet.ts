@@ -42,6 +42,8 @@ export class ChildProc {
     private readonly args: readonly string[],
     private readonly env: Record<string, string>,
     private readonly problems: ProcessProblem[],
+    /** API keys that must never appear in this process's output (besides the appSecret). */
+    private readonly secrets: readonly string[] = [FAULT_KEY],
   ) {
     this.name = name;
     this.port = port;
@@ -144,7 +146,7 @@ export class ChildProc {
     if (this.tail.length > 200) this.tail.shift();
     if (/unhandled|uncaught/i.test(line)) this.problems.push({ process: this.name, at: Date.now(), what: line.slice(0, 2000) });
     if (this.name !== 'sim') {
-      if (line.includes(FAULT_ACCOUNT.appSecret) || line.includes(FAULT_KEY)) {
+      if (line.includes(FAULT_ACCOUNT.appSecret) || this.secrets.some((key) => line.includes(key))) {
         this.problems.push({ process: this.name, at: Date.now(), what: 'a secret (appSecret or API key) in the output' });
       }
       for (const hex of line.match(/[0-9a-f]{32,}/g) ?? []) if (this.hexSeen.size < 100_000) this.hexSeen.add(hex);
@@ -187,6 +189,8 @@ export interface FleetOptions {
   env?: Record<string, string>;
   apiReplicas?: number;
   workers?: number;
+  /** Consumers besides `faults` (FAULT_KEY), by name: their API keys (16+ characters), added to BROKER_API_KEYS. */
+  consumers?: Readonly<Record<string, string>>;
 }
 
 /** Timings every fleet shares unless a scenario overrides them. */
@@ -202,6 +206,11 @@ export const FLEET_DEFAULTS: Record<string, string> = {
   // The suite stops processes one after another: no drain (test/drain.test.ts covers it).
   BROKER_DRAIN_SECONDS: '0',
   LOG_LEVEL: 'warn',
+  // The consumer-protection policies are off unless a scenario turns them on (consumer-isolation.test.ts):
+  // the other scenarios count the PolyV calls of reports and cold reads of one consumer as such.
+  BROKER_REPORT_MIN_AGE_SECONDS: '0',
+  BROKER_REFRESH_RESERVE_PER_HOUR: '0',
+  BROKER_CONSUMER_UPSTREAM_PER_HOUR: '0',
 };
 
 /**
@@ -306,9 +315,9 @@ export class Fleet {
       POLYV_BASE_URL: `http://127.0.0.1:${this.sim.port}`,
       POLYV_APP_ID: FAULT_ACCOUNT.appId,
       POLYV_APP_SECRET: FAULT_ACCOUNT.appSecret,
-      BROKER_API_KEYS: `faults:${FAULT_KEY}`,
+      BROKER_API_KEYS: [`faults:${FAULT_KEY}`, ...Object.entries(this.options.consumers ?? {}).map(([n, key]) => `${n}:${key}`)].join(','),
       BROKER_CHANNELS: this.options.warmChannels.join(','),
-    }, this.problems);
+    }, this.problems, [FAULT_KEY, ...Object.values(this.options.consumers ?? {})]);
   }
 
   /** BullMQ state of each channel's refresh job ('missing' when there is none). */

@@ -1,0 +1,103 @@
+import { z } from 'zod';
+import { CHANNEL_ID_RE } from '../config/env-schema.js';
+import { ERROR_TABLE, type ErrorCode } from '../errors/broker-error.js';
+
+/**
+ * The `/v1` API's request and response shapes as zod schemas: the routes validate requests with them, and
+ * the OpenAPI description (openapi.ts) is generated from the same schemas, so the two cannot drift.
+ */
+
+const MAX_TOKEN_LENGTH = 4096;
+
+export const channelIdParam = z.string().regex(CHANNEL_ID_RE).describe('PolyV channel ID: 1-20 digits');
+export const accountParam = z.string().regex(/^[a-z0-9_-]{1,32}$/).describe('an account name of BROKER_CONFIG_FILE (`default`: POLYV_APP_ID)');
+export const disposableQuery = z.enum(['true', 'false']).describe('`true`: a one-time token, never cached (a PolyV call each time)');
+
+/** Body of the compare-and-refresh routes: the token PolyV rejected. */
+export const rejectedTokenBody = z.strictObject({
+  rejectedToken: z
+    .string({ error: 'rejectedToken is required' })
+    .min(1, 'rejectedToken must not be empty')
+    .max(MAX_TOKEN_LENGTH, 'rejectedToken is too long')
+    .describe('the token PolyV rejected (a report of a token that is no longer current costs nothing)'),
+});
+
+const optionalText = (max: number) =>
+  z
+    .string({ error: `must be a string of at most ${max} characters` })
+    .max(max, `must be at most ${max} characters`)
+    .optional()
+    .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
+
+/** Body of POST .../watch-tokens: what PolyV's get-watch-api-token accepts, with sane limits. */
+export const viewerProfileBody = z.strictObject(
+  {
+    viewerId: z
+      .string({ error: 'viewerId is required (1-64 characters)' })
+      .min(1, 'viewerId must be 1-64 characters')
+      .max(64, 'viewerId must be 1-64 characters')
+      .refine((v) => v.trim() !== '', 'viewerId must not be blank'),
+    nickname: optionalText(64),
+    avatar: optionalText(1024).refine((v) => v === undefined || /^https?:\/\/\S+$/.test(v), 'avatar must be an http(s) URL'),
+    openid: optionalText(128),
+    actor: optionalText(64),
+  },
+  { error: 'unknown field: the body takes viewerId, nickname, avatar, openid and actor' },
+);
+
+const epochMs = z.number().int().describe('epoch milliseconds');
+
+export const channelTokenResponse = z.strictObject({
+  channelId: z.string(),
+  channelToken: z.string().describe('the token; it has at least BROKER_MIN_TTL_SECONDS left'),
+  expireTime: epochMs.describe('when PolyV rejects it, epoch ms'),
+});
+
+export const disposableTokenResponse = channelTokenResponse.extend({ disposable: z.literal(true) });
+
+const failureRecord = z.object({
+  code: z.string(),
+  message: z.string(),
+  at: epochMs,
+  retryAfterMs: z.number().optional(),
+});
+
+export const channelStateResponse = z.strictObject({
+  channelId: z.string(),
+  warm: z.boolean(),
+  expireTime: epochMs.nullable(),
+  remainingSeconds: z.number().int().nullable(),
+  lastRefreshAt: epochMs.nullable(),
+  nextRefreshAt: epochMs.nullable(),
+  callsLastHour: z.number().int(),
+  budgetPerHour: z.number().int(),
+  lastError: failureRecord.nullable(),
+});
+
+export const channelListResponse = z.strictObject({ account: z.string(), channels: z.array(channelStateResponse) });
+
+export const viewerTokenResponse = z.strictObject({ token: z.string(), expireTime: epochMs });
+
+export const commonTokenResponse = z.strictObject({
+  token: z.string(),
+  mediaChannelKey: z.string(),
+  expireTime: epochMs.describe("the broker's own expiry: PolyV documents none (fetch time + BROKER_COMMON_TOKEN_TTL_SECONDS)"),
+});
+
+export const watchUrlResponse = z.strictObject({
+  url: z.string().describe('a single-use watch-page URL: dead once opened'),
+  expireTime: epochMs,
+});
+
+export const errorResponse = z.strictObject({
+  error: z.strictObject({
+    code: z.enum(Object.keys(ERROR_TABLE) as [ErrorCode, ...ErrorCode[]]),
+    message: z.string().describe('a sentence for a person; never a secret'),
+  }),
+});
+
+/** `data` of a token stream's `forgotten` event: the channel's token was forgotten (`DELETE`). */
+export const streamForgottenEvent = z.strictObject({ channelId: z.string() });
+
+/** `data` of a multiplexed token stream's `unavailable` event: this channel has no token to give now. */
+export const streamUnavailableEvent = z.strictObject({ channelId: z.string(), error: errorResponse.shape.error });
