@@ -4,7 +4,7 @@
 # Configuration comes from the environment at run time (README "Configuration"); the image holds no secret.
 # REDIS_URL must be set: the image has no redis-server for the embedded fallback.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # ---------------------------------------------------------------- build: compile TypeScript to dist/
 FROM ${NODE_IMAGE} AS build

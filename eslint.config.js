@@ -31,5 +31,6 @@ export default tseslint.config(
       'no-console': 'off',
     },
   },
-  { files: ['eslint.config.js'], ...tseslint.configs.disableTypeChecked },
+  // Plain JavaScript outside the TypeScript project: linted without type information.
+  { files: ['eslint.config.js', 'scripts/**/*.js'], ...tseslint.configs.disableTypeChecked },
 );

@@ -360,7 +360,7 @@ async function scale(redis: Redis, redisUrl: string, simUrl: string, sim: Child)
   const k = new RedisKeys(prefix);
   const usage = async (key: string) => Number(await redis.call('MEMORY', 'USAGE', key, 'SAMPLES', '0'));
   const jobKey = (ch: string) => `${k.bullPrefix()}:refresh:${refreshJobId(BENCH_APP_ID, ch)}`;
-  const original = (await redis.config('GET', 'hash-max-listpack-value')) as string[];
+  const original = await redis.config('GET', 'hash-max-listpack-value');
   const measured: Array<{ label: string; perChannel: number; parts: Record<string, number> }> = [];
   for (const [label, from, count, listpackValue] of [
     ['Redis defaults (hash-max-listpack-value 64)', 10_000_000, half, '64'],

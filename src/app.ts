@@ -58,6 +58,8 @@ export interface BrokerApp {
   connect(): Promise<void>;
   /** Listens on the configured port (0 = any free port); resolves with the base URL. */
   start(): Promise<string>;
+  /** Before stop(): `/readyz` answers 503 from now on while everything keeps serving (BROKER_DRAIN_SECONDS). */
+  drain(): void;
   /** Stops in reverse order: HTTP, worker (in-flight refreshes finish), queue, PolyV pool, Redis. */
   stop(): Promise<void>;
 }
@@ -119,6 +121,7 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
       return http.adminUrl;
     },
     connect: () => stores.connect(),
+    drain: () => http.drain(),
     async start() {
       await stores.start();
       await streams?.start();

@@ -1,5 +1,6 @@
 import { buildBrokerApp, type BrokerApp } from './app.js';
 import { loadConfig, type Config } from './config/config.js';
+import { demoCredentialsInUse } from './config/demo-credentials-in-use.js';
 import { ConfigError } from './errors/broker-error.js';
 import { removeEmbeddedRedisUrl, startRedisServer, writeEmbeddedRedisUrl, type RedisServerHandle } from './infra/redis-server.js';
 import { createLogger, type Logger } from './lib/logger.js';
@@ -58,12 +59,41 @@ export async function startBroker(config: Config, logger: Logger = createLogger(
   };
 }
 
-/** Stops gracefully on SIGTERM/SIGINT, and forcefully if that takes longer than the configured timeout. */
-export function stopOnSignals(stop: () => Promise<void>, timeoutMs: number, logger: Logger): void {
+/** What SIGTERM does before the shutdown: report not ready (`begin`) and keep serving for `seconds`. */
+export interface DrainOnSigterm {
+  readonly seconds: number;
+  begin(): void;
+}
+
+/**
+ * Stops gracefully on SIGTERM/SIGINT, and forcefully if that takes longer than the configured timeout. With a
+ * drain, SIGTERM first reports not ready while still serving for `drain.seconds` (a load balancer or Kubernetes
+ * takes the replica out of rotation meanwhile); SIGINT, or a second signal during the drain, shuts down at once.
+ */
+export function stopOnSignals(stop: () => Promise<void>, timeoutMs: number, logger: Logger, drain?: DrainOnSigterm): void {
   let stopping = false;
+  let endDrain: (() => void) | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
+    if (endDrain !== undefined) {
+      endDrain();
+      return;
+    }
     if (stopping) return;
     stopping = true;
+    if (signal === 'SIGTERM' && drain !== undefined && drain.seconds > 0) {
+      logger.info({ signal, drainSeconds: drain.seconds }, 'draining: not ready (/readyz 503), still serving, then shutting down');
+      drain.begin();
+      const timer = setTimeout(() => endDrain?.(), drain.seconds * 1000);
+      endDrain = () => {
+        clearTimeout(timer);
+        endDrain = undefined;
+        shutDown(signal);
+      };
+      return;
+    }
+    shutDown(signal);
+  };
+  const shutDown = (signal: NodeJS.Signals) => {
     logger.info({ signal }, 'shutting down');
     const force = setTimeout(() => {
       logger.error({ timeoutMs }, 'graceful shutdown took too long; exiting');
@@ -108,6 +138,10 @@ export async function serve(env: NodeJS.ProcessEnv): Promise<void> {
   }
   const logger = createLogger(config.logLevel);
   exitOnUnhandled(logger);
+  const demo = demoCredentialsInUse(config);
+  if (demo.length > 0) {
+    logger.warn({ demo }, "public demo credentials (the PolyV simulator's demo account, the demo API key): for development only");
+  }
   const broker = await startBroker(config, logger);
-  stopOnSignals(() => broker.stop(), config.shutdownTimeoutMs, logger);
+  stopOnSignals(() => broker.stop(), config.shutdownTimeoutMs, logger, { seconds: config.drainSeconds, begin: () => broker.app.drain() });
 }

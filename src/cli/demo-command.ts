@@ -1,10 +1,11 @@
 import { loadConfig } from '../config/config.js';
+import { DEMO_API_KEY } from '../domain/demo-credentials.js';
 import { createLogger } from '../lib/logger.js';
 import { startBroker, stopOnSignals } from '../main.js';
 import { PolyvSimulator, defaultDemoAccount } from '../sim/polyv-simulator.js';
 
 export const DEMO_ACCOUNT = defaultDemoAccount();
-export const DEMO_KEY = 'demo-key-0123456789abcdef';
+export const DEMO_KEY = DEMO_API_KEY;
 
 /**
  * `polyv-token-broker demo`: the PolyV simulator, an embedded redis-server under .data/ and a broker with a

@@ -33,6 +33,7 @@ export async function sim(env: NodeJS.ProcessEnv, print: (line: string) => void)
     ],
   });
   const { url } = await simulator.listen(e.SIM_PORT, e.SIM_HOST);
-  print(`PolyV simulator listening on ${url} (appId ${e.SIM_APP_ID})`);
+  const demo = e.SIM_APP_ID === DEMO_ACCOUNT.appId && e.SIM_APP_SECRET === DEMO_ACCOUNT.appSecret;
+  print(`PolyV simulator listening on ${url} (appId ${e.SIM_APP_ID}${demo ? ': the public demo account, for development only' : ''})`);
   stopOnSignals(() => simulator.close(), 5000, createLogger('info'));
 }

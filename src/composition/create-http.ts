@@ -28,16 +28,26 @@ export interface HttpParts {
   readonly adminUrl: string | undefined;
   /** Listens: the main listener, then the admin one; resolves with the main listener's base URL. */
   start(): Promise<string>;
+  /**
+   * Draining before shutdown: from now on `/readyz` answers 503 (`shutdown: draining`) on both listeners, so
+   * load balancers stop sending, while every request is still served; its response closes the connection, so
+   * keep-alive clients reconnect elsewhere instead of reusing a connection about to close.
+   */
+  drain(): void;
   /** Closes the admin listener, then the main one (busy connections ended after half the shutdown time). */
   close(): Promise<void>;
 }
 
-/** `/readyz`: Redis answers (within READINESS_TIMEOUT_MS), and the worker runs where there is one. */
-function createReadiness(redis: RedisClient, worker: RefreshWorker | undefined): ReadinessCheck {
+/**
+ * `/readyz`: Redis answers (within READINESS_TIMEOUT_MS), the worker runs where there is one, and the broker is
+ * not draining for a shutdown.
+ */
+function createReadiness(redis: RedisClient, worker: RefreshWorker | undefined, draining: () => boolean): ReadinessCheck {
   return readinessCheck(
     {
       redis: () => pingRedis(redis).then(() => 'ok'),
       ...(worker === undefined ? {} : { worker: () => (worker.running ? 'ok' : 'not running') }),
+      shutdown: () => (draining() ? 'draining' : 'ok'),
     },
     READINESS_TIMEOUT_MS,
   );
@@ -63,7 +73,8 @@ export function createHttp(
 ): HttpParts {
   const { config, logger, metrics } = ctx;
   const { accounts, channelTokens, disposable, viewerTokens, commonTokens, watchUrls } = deps.services;
-  const readiness = createReadiness(deps.redis, deps.worker);
+  let draining = false;
+  const readiness = createReadiness(deps.redis, deps.worker, () => draining);
   const serving = config.role !== 'worker';
   const auth = createAuth(ctx);
   const app = createHttpApp({
@@ -76,7 +87,7 @@ export function createHttp(
     serveMetrics: config.admin === undefined,
   });
   // The hot cached read is answered before express when it can be (see fast-token-route.ts).
-  const listener: RequestListener = serving
+  const routes: RequestListener = serving
     ? withFastTokenRoute(app, {
         service: channelTokens,
         accounts,
@@ -85,6 +96,10 @@ export function createHttp(
         accessLog: { logger: logger.child({ module: 'access' }), hitSample: config.accessLogHitSample },
       })
     : app;
+  const listener: RequestListener = (req, res) => {
+    if (draining) res.setHeader('Connection', 'close');
+    routes(req, res);
+  };
   const admin = config.admin;
   const adminLogger = logger.child({ module: 'admin-http' });
   const adminApp = admin === undefined ? undefined : createAdminApp({ readiness, registry: metrics.registry, logger: adminLogger });
@@ -104,6 +119,9 @@ export function createHttp(
         logger.info({ adminUrl: adminListener.url }, 'admin listener (metrics, health) listening');
       }
       return main.url;
+    },
+    drain() {
+      draining = true;
     },
     async close() {
       await adminListener?.close(ADMIN_FORCE_CLOSE_MS);

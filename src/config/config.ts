@@ -69,6 +69,8 @@ const envSettingsSchema = z.transform(
       redisPrefix: e.BROKER_REDIS_PREFIX,
       dataDir: e.BROKER_DATA_DIR,
       shutdownTimeoutMs: e.BROKER_SHUTDOWN_TIMEOUT_MS,
+      /** How long SIGTERM keeps serving while /readyz answers 503, before the shutdown starts; 0: none. */
+      drainSeconds: e.BROKER_DRAIN_SECONDS,
       logLevel: e.LOG_LEVEL,
       /** Share of plain cached hits written to the access log (every other request is). */
       accessLogHitSample: e.BROKER_ACCESS_LOG_HIT_SAMPLE,

@@ -184,6 +184,9 @@ export const envSchema = z.object({
     .pipe(z.string().default('.data'))
     .describe('data directory of the embedded redis-server (only when REDIS_URL is unset)'),
   BROKER_SHUTDOWN_TIMEOUT_MS: intVar(100, 120_000, 10_000).describe('longest graceful shutdown before exit'),
+  BROKER_DRAIN_SECONDS: intVar(0, 300, 5).describe(
+    'on SIGTERM, first report not ready (/readyz 503) while still serving for this long, then shut down; 0: shut down at once',
+  ),
   REDIS_TLS_CA_FILE: optionalString().describe(
     'PEM file of the CA that signed the Redis server certificate (rediss://, or REDIS_TLS=true, with a private CA); unset: the system CAs',
   ),

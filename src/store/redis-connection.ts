@@ -166,8 +166,13 @@ export interface BullmqRedis {
  */
 export function createBullmqRedis(target: RedisTarget, logger: Logger): BullmqRedis {
   const nothingToClose = { close: async () => undefined, drop: () => undefined };
-  if (target.kind === 'url') return { connection: redisOptions(target.url, 'bullmq', target.tls), ...nothingToClose };
-  if (target.kind === 'sentinel') return { connection: sentinelRedisOptions(target, 'bullmq'), ...nothingToClose };
+  // retryStrategy restated: ioredis 6 types it as possibly null, BullMQ 6's options as a function only.
+  if (target.kind === 'url') {
+    return { connection: { ...redisOptions(target.url, 'bullmq', target.tls), retryStrategy: reconnectDelay }, ...nothingToClose };
+  }
+  if (target.kind === 'sentinel') {
+    return { connection: { ...sentinelRedisOptions(target, 'bullmq'), retryStrategy: reconnectDelay }, ...nothingToClose };
+  }
   const cluster = createRedisClient(target, 'bullmq', logger);
   return { connection: cluster, close: () => closeRedis(cluster), drop: () => cluster.disconnect() };
 }

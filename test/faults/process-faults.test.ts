@@ -194,9 +194,9 @@ describe('Redis unreachable for a while (frozen with SIGSTOP: connections open, 
     const from = Date.now();
     fleet.pauseRedis(true);
     const pausedAt = Date.now();
-    let notReadyMs = -1;
-    let coldStatus = 0;
-    let coldMs = 0;
+    let notReadyMs: number;
+    let coldStatus: number;
+    let coldMs: number;
     try {
       notReadyMs = await timeUntil('API replicas report not ready', async () => {
         const codes = await Promise.all(fleet.apis.map((p) => fleet.readyz(p)));

@@ -203,6 +203,8 @@ export const FLEET_DEFAULTS: Record<string, string> = {
   BROKER_RECONCILE_INTERVAL_SECONDS: '3',
   BROKER_CHANNEL_BUDGET_PER_HOUR: '450',
   BROKER_SHUTDOWN_TIMEOUT_MS: '5000',
+  // The suite stops processes one after another: no drain (test/drain.test.ts covers it).
+  BROKER_DRAIN_SECONDS: '0',
   LOG_LEVEL: 'warn',
   // The consumer-protection policies are off unless a scenario turns them on (consumer-isolation.test.ts):
   // the other scenarios count the PolyV calls of reports and cold reads of one consumer as such.
