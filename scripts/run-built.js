@@ -15,7 +15,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = join(ROOT, 'dist', 'src', 'cli', 'bin.js');
 /** What the build reads; tests beside the sources (`*.test.ts`) are not built. */
-const BUILD_INPUTS = ['src', 'tsconfig.json', 'tsconfig.build.json'];
+const BUILD_INPUTS = ['src', 'client/src', 'tsconfig.json', 'tsconfig.build.json'];
 
 const say = (line) => process.stderr.write(`polyv-token-broker: ${line}\n`);
 
