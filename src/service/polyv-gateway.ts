@@ -119,7 +119,8 @@ export class PolyvGateway {
       await this.o.store.markRejected(account.appId, channelId, err.message, this.o.rejectedChannelTtlSeconds * 1000);
     } else if (err.code === 'upstream_rate_limited') {
       await this.o.budget.recordPause(failureRecord(err, this.o.clock.now()), this.o.upstreamPauseMs);
-      this.o.logger.error(
+      // An upstream state the broker rides out (cached tokens are served), not an error of the broker's.
+      this.o.logger.warn(
         { pauseSeconds: this.o.upstreamPauseMs / 1000 },
         'PolyV said qps exceeds: every replica stops calling PolyV for the pause, then one probe; valid tokens are still served',
       );

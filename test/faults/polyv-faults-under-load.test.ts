@@ -98,9 +98,16 @@ describe('PolyV fails for longer than a refresh cycle, shorter than a token life
       );
       await sleep(500);
 
-      // Every channel's refresh met the fault.
+      // Every channel's refresh met the fault; after `qps exceeds` the fleet pauses instead (issue 9): the
+      // first refusal stops every other call until the pause's probe, so only the channels already under way
+      // meet it, and the pause holds (in the fleet's short BROKER_UPSTREAM_PAUSE_SECONDS).
       const faultedChannels = new Set(during.filter((c) => c.faulted).map((c) => c.channelId));
-      expect(WARM.filter((c) => !faultedChannels.has(c)), 'channels whose refresh never met the fault').toEqual([]);
+      if (fault.kind === 'error-code' && fault.message.startsWith('qps exceeds')) {
+        expect(faultedChannels.size, 'the pause let no channel call PolyV again and again').toBeGreaterThan(0);
+        expect(during.length, 'calls during the fault: about one per pause and its probe').toBeLessThan(WARM.length * 2);
+      } else {
+        expect(WARM.filter((c) => !faultedChannels.has(c)), 'channels whose refresh never met the fault').toEqual([]);
+      }
       if (refreshesFail) expect(issues(during).length, 'no token issued while PolyV fails').toBe(0);
 
       const a = await audit(`PolyV ${name}`, faultAt, Date.now(), fault.kind === 'latency' ? fault.ms + 1000 : 1000);

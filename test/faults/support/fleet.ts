@@ -211,6 +211,8 @@ export const FLEET_DEFAULTS: Record<string, string> = {
   BROKER_REPORT_MIN_AGE_SECONDS: '0',
   BROKER_REFRESH_RESERVE_PER_HOUR: '0',
   BROKER_CONSUMER_UPSTREAM_PER_HOUR: '0',
+  // Time-compressed like the tokens (20 s): PolyV's 5-minute block after `qps exceeds` would outlast them.
+  BROKER_UPSTREAM_PAUSE_SECONDS: '2',
 };
 
 /**
