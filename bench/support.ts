@@ -20,6 +20,9 @@ export function brokerEnv(redisUrl: string, simUrl: string, extra: Record<string
     POLYV_APP_SECRET: BENCH_APP_SECRET,
     BROKER_API_KEYS: `bench:${BENCH_API_KEY}`,
     LOG_LEVEL: 'warn',
+    NODE_ENV: 'production',
+    // The per-consumer rate limit is on, as in production, but high enough never to refuse the load.
+    BROKER_RATE_LIMIT_PER_SECOND: '1000000',
     ...extra,
   };
 }
