@@ -1,7 +1,7 @@
-import { Agent, type Dispatcher } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BrokerClient, BrokerClientError, type BrokerClientOptions, type ChannelToken } from '../client/src/broker-client.js';
+import { BrokerClientError, type ChannelToken } from '../client/src/broker-client.js';
 import { TEST_KEY, api, eventually, testConfig, uniquePrefix, useSimulator, type TestBroker, type TokenBody } from './support/harness.js';
+import { clientFactory } from './support/client-fixture.js';
 
 /**
  * The Node client on the token streams, against in-process replicas sharing one Redis: `subscribe`, the
@@ -9,17 +9,10 @@ import { TEST_KEY, api, eventually, testConfig, uniquePrefix, useSimulator, type
  * restart under a subscription is in token-stream-processes.test.ts (real processes).
  */
 
-/** An undici Agent that records every request the client sends: proof of "no HTTP request". */
-class RecordingAgent extends Agent {
-  readonly requests: string[] = [];
-  override dispatch(options: Agent.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    this.requests.push(`${options.method} ${options.path}`);
-    return super.dispatch(options, handler);
-  }
-}
 
 const fx = useSimulator({ invalidatePreviousChannelToken: false });
 const cleanups: Array<() => Promise<void>> = [];
+const clientOf = clientFactory(cleanups);
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
@@ -29,15 +22,6 @@ async function fleet(count: number, env: Record<string, string> = {}): Promise<T
   return Promise.all(Array.from({ length: count }, () => fx.broker(testConfig(fx.sim.url, shared))));
 }
 
-function clientOf(b: TestBroker, options: Partial<BrokerClientOptions> = {}): { client: BrokerClient; agent: RecordingAgent } {
-  const agent = new RecordingAgent();
-  const client = new BrokerClient({ baseUrl: b.url, apiKey: TEST_KEY, dispatcher: agent, ...options });
-  cleanups.push(async () => {
-    await client.close();
-    await agent.close();
-  });
-  return { client, agent };
-}
 
 async function replaceToken(b: TestBroker, channelId: string): Promise<TokenBody> {
   const current = await api<TokenBody>(b.url, `/v1/channels/${channelId}/token`);

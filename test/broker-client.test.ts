@@ -1,5 +1,4 @@
 import { inspect } from 'node:util';
-import { Agent, type Dispatcher } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   BrokerClient,
@@ -10,23 +9,17 @@ import {
 import { ManualClock } from '../src/lib/clock.js';
 import type { PolyvSimulator } from '../src/sim/polyv-simulator.js';
 import { OTHER_KEY, TEST_KEY, startBroker, startSim, testConfig, type TestBroker } from './support/harness.js';
+import { clientFactory } from './support/client-fixture.js';
 
 /** PolyV's answer to a call made with an expired or replaced channel token. */
 const INVALID_TOKEN = { code: 15, status: 'error', message: 'invalid token.', data: null } as const;
 const WRONG_KEY = 'wrong-consumer-key-0123456789';
 
-/** An undici Agent that records every request the client sends: proof of "no HTTP request". */
-class RecordingAgent extends Agent {
-  readonly requests: string[] = [];
-  override dispatch(options: Agent.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    this.requests.push(`${options.method} ${options.path}`);
-    return super.dispatch(options, handler);
-  }
-}
 
 let sim: PolyvSimulator;
 const brokers: TestBroker[] = [];
 const cleanups: Array<() => Promise<void>> = [];
+const clientOf = clientFactory(cleanups);
 
 async function broker(env: Record<string, string> = {}): Promise<TestBroker> {
   const b = await startBroker(testConfig(sim.url, { BROKER_ROLE: 'api', ...env }));
@@ -34,16 +27,6 @@ async function broker(env: Record<string, string> = {}): Promise<TestBroker> {
   return b;
 }
 
-/** A client of `b` that records its requests; closed (with its agent) after the test. */
-function clientOf(b: TestBroker, options: Partial<BrokerClientOptions> = {}): { client: BrokerClient; agent: RecordingAgent } {
-  const agent = new RecordingAgent();
-  const client = new BrokerClient({ baseUrl: b.url, apiKey: TEST_KEY, dispatcher: agent, ...options });
-  cleanups.push(async () => {
-    await client.close();
-    await agent.close();
-  });
-  return { client, agent };
-}
 
 /** `polyv_broker_tokens_served_total{kind="channel"}`, optionally of one outcome: requests the broker answered. */
 async function served(b: TestBroker, outcome?: string): Promise<number> {
