@@ -28,7 +28,8 @@ interface Bucket {
  */
 export class ConsumerRateLimiter {
   private readonly buckets = new Map<string, Bucket>();
-  private readonly decided = new WeakMap<object, BrokerError | null>();
+  /** Where a request object keeps its decision (a property under a private symbol: cheaper than a WeakMap per request). */
+  private readonly decided = Symbol('rate limit decision');
 
   constructor(private readonly options: ConsumerRateLimiterOptions) {}
 
@@ -43,10 +44,11 @@ export class ConsumerRateLimiter {
    * only once; a repeated call returns the first decision.
    */
   charge(request: object, consumer: { readonly name: string; readonly rateLimit?: RateLimit | undefined }): BrokerError | undefined {
-    const earlier = this.decided.get(request);
+    const marked = request as { [key: symbol]: BrokerError | null | undefined };
+    const earlier = marked[this.decided];
     if (earlier !== undefined) return earlier ?? undefined;
     const refusal = this.take(consumer.name, consumer.rateLimit ?? this.options.defaults);
-    this.decided.set(request, refusal ?? null);
+    marked[this.decided] = refusal ?? null;
     if (refusal !== undefined) this.options.metrics?.rateLimited.inc({ consumer: consumer.name });
     return refusal;
   }

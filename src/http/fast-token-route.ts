@@ -18,6 +18,9 @@ export interface FastTokenRouteDeps {
   accessLog?: AccessLogOptions | undefined;
 }
 
+/** Most tokens whose serialized answer is kept (one per channel in the local cache is the usual need). */
+const MAX_PRESERIALIZED = 10_000;
+
 /** The canonical spellings of the hot read; any other spelling (case, encoding, query) takes the express route. */
 const DEFAULT_ACCOUNT_PATH = /^\/v1\/channels\/(\d{1,20})\/token$/;
 const NAMED_ACCOUNT_PATH = /^\/v1\/accounts\/([A-Za-z0-9_.-]{1,64})\/channels\/(\d{1,20})\/token$/;
@@ -47,6 +50,18 @@ export function withFastTokenRoute(app: RequestListener, deps: FastTokenRouteDep
     return counter;
   };
   const hitSample = deps.accessLog?.hitSample ?? 0;
+  // Each token's answer is serialized once (body and headers), not per request; bounded, emptied when full.
+  const answers = new Map<string, { body: string; headers: string[]; expireTime: number }>();
+  const answerFor = (served: { channelId: string; channelToken: string; expireTime: number }) => {
+    const known = answers.get(served.channelToken);
+    if (known !== undefined && known.expireTime === served.expireTime) return known;
+    if (answers.size >= MAX_PRESERIALIZED) answers.clear();
+    const body = JSON.stringify({ channelId: served.channelId, channelToken: served.channelToken, expireTime: served.expireTime });
+    const headers = ['Cache-Control', 'no-store', 'Content-Type', 'application/json; charset=utf-8', 'Content-Length', String(Buffer.byteLength(body))];
+    const answer = { body, headers, expireTime: served.expireTime };
+    answers.set(served.channelToken, answer);
+    return answer;
+  };
 
   const tryServe = (req: IncomingMessage, res: ServerResponse): boolean => {
     const started = performance.now();
@@ -70,13 +85,9 @@ export function withFastTokenRoute(app: RequestListener, deps: FastTokenRouteDep
     if (!mayRead(consumer, { account, channelId, kind: 'channel' })) return false;
     const served = service.peekToken(account, channelId);
     if (served === undefined) return false;
-    const body = JSON.stringify({ channelId: served.channelId, channelToken: served.channelToken, expireTime: served.expireTime });
-    res.writeHead(200, {
-      'Cache-Control': 'no-store',
-      'Content-Type': 'application/json; charset=utf-8',
-      'Content-Length': Buffer.byteLength(body),
-    });
-    res.end(body);
+    const answer = answerFor(served);
+    res.writeHead(200, answer.headers);
+    res.end(answer.body);
     const seconds = (performance.now() - started) / 1000;
     hitDuration.observe(seconds);
     hitCounter(consumer.name).inc();

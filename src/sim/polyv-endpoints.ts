@@ -80,7 +80,7 @@ export function answerPolyvRequest(state: PolyvEndpointState, req: PolyvRequest)
       }
       const expireSeconds = params['expireSeconds'] === undefined ? DEFAULT_EXPIRE_SECONDS : Number(params['expireSeconds']);
       const disposable = params['disposable']?.toLowerCase() === 'true';
-      return success(state.tokens.issueChannelToken(channelId, expireSeconds, disposable, now));
+      return success(state.tokens.issueChannelToken(account.appId, channelId, expireSeconds, disposable, now));
     }
     case 'get-watch-api-token':
       return success({ token: state.tokens.issue('watch-api', channelId, now) });

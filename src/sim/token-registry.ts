@@ -33,19 +33,26 @@ function randomAlnum(length: number): string {
 /** Every token the simulator issued, with what makes it valid or not. */
 export class TokenRegistry {
   private readonly tokens = new Map<string, IssuedToken>();
-  /** channelId → its current non-disposable channel token. */
+  /** `appId channelId` → the channel's current non-disposable token (a channel ID is the account's own). */
   private readonly currentChannelToken = new Map<string, string>();
 
   constructor(private readonly invalidatePreviousChannelToken: boolean) {}
 
-  issueChannelToken(channelId: string, expireSeconds: number, disposable: boolean, now: number): { channelToken: string; expireTime: number } {
+  issueChannelToken(
+    appId: string,
+    channelId: string,
+    expireSeconds: number,
+    disposable: boolean,
+    now: number,
+  ): { channelToken: string; expireTime: number } {
     const channelToken = randomHex(16);
     const expireTime = now + expireSeconds * 1000;
     if (!disposable) {
-      const previous = this.currentChannelToken.get(channelId);
+      const owner = `${appId} ${channelId}`;
+      const previous = this.currentChannelToken.get(owner);
       const record = previous === undefined ? undefined : this.tokens.get(key('channel', previous));
       if (record !== undefined && this.invalidatePreviousChannelToken) record.invalidated = true;
-      this.currentChannelToken.set(channelId, channelToken);
+      this.currentChannelToken.set(owner, channelToken);
     }
     this.remember('channel', channelToken, { channelId, expiresAt: expireTime }, now);
     return { channelToken, expireTime };
