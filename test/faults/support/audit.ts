@@ -22,6 +22,12 @@ export interface AuditOptions {
    * being stored. Longer gaps are reported as failures unless the scenario expects them (a killed worker).
    */
   supersededGraceMs: number;
+  /**
+   * A time Redis was away (killed): a replica serving from memory cannot hear of a token another replica read
+   * just before Redis went (LastServedTokens), so an older token it serves then is counted as superseded,
+   * not stale. Absent: no such window.
+   */
+  redisAway?: { from: number; to: number } | undefined;
 }
 
 export interface Audit {
@@ -170,7 +176,8 @@ export function auditWindow(driver: LoadDriver, allCalls: readonly SimCall[], o:
       if (t.expireTime - Math.floor(start) < o.minTtlMs) belowMinTtl += 1;
       const staleLag = start - knownNewerAt[ti]!;
       const supersededAt = nextIssueAt[ti];
-      if (staleLag > STALE_GRACE_MS) {
+      const whileRedisAway = o.redisAway !== undefined && start >= o.redisAway.from && start < o.redisAway.to;
+      if (staleLag > STALE_GRACE_MS && !whileRedisAway) {
         stale += 1;
         staleMaxLagMs = Math.max(staleMaxLagMs, staleLag);
       } else if (supersededAt !== undefined && start > supersededAt) {
