@@ -9,6 +9,7 @@ import { createStores, type Stores } from './composition/create-stores.js';
 import { createStreams } from './composition/create-streams.js';
 import type { Config } from './config/config.js';
 import { systemClock, type Clock } from './lib/clock.js';
+import { settlesWithin } from './lib/settle-within.js';
 import { createLogger, type Logger } from './lib/logger.js';
 import { BrokerMetrics } from './metrics/broker-metrics.js';
 import { registerStateGauges } from './metrics/state-gauges.js';
@@ -17,11 +18,14 @@ import type { RefreshWorker } from './scheduler/refresh-worker.js';
 import type { AccountBudgets } from './service/account-budgets.js';
 import type { AccountRegistry } from './service/account-registry.js';
 import type { ChannelTokenService } from './service/channel-token-service.js';
+import type { ReadTracker } from './service/read-tracker.js';
 import { takeStateSnapshot } from './service/state-snapshot.js';
+import type { WarmCapacity } from './service/warm-capacity.js';
 import type { WatchUrlService } from './service/watch-url-service.js';
 import type { CallBudget } from './store/call-budget.js';
 import { resolveRedisTarget } from './store/redis-connection.js';
 import type { TokenStore } from './store/token-store.js';
+import type { WarmSetStore } from './store/warm-set-store.js';
 
 export interface BrokerAppOptions {
   config: Config;
@@ -42,6 +46,9 @@ export interface BrokerApp {
   readonly service: ChannelTokenService;
   readonly accounts: AccountRegistry;
   readonly store: TokenStore;
+  readonly warmSet: WarmSetStore;
+  readonly capacity: WarmCapacity;
+  readonly reads: ReadTracker;
   readonly budget: CallBudget;
   /** Every account's per-channel budget of each token kind. */
   readonly budgets: AccountBudgets;
@@ -70,6 +77,8 @@ function registerGauges({ config, clock, metrics }: AppContext, stores: Stores, 
     takeStateSnapshot({
       accounts: services.accounts,
       store: stores.store,
+      warmSet: stores.warmSet,
+      capacity: services.capacity,
       budget: stores.budget,
       jobCounts: () => queue.queue.getJobCounts('waiting', 'delayed', 'active', 'failed', 'prioritized'),
       clock,
@@ -111,6 +120,9 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
     service: services.channelTokens,
     accounts: services.accounts,
     store: stores.store,
+    warmSet: stores.warmSet,
+    capacity: services.capacity,
+    reads: services.reads,
     budget: stores.budget,
     budgets: services.budgets,
     queue: jobs.queue,
@@ -124,6 +136,7 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
     drain: () => http.drain(),
     async start() {
       await stores.start();
+      services.reads.start();
       await streams?.start();
       await worker?.start();
       return http.start();
@@ -146,6 +159,8 @@ export function buildBrokerApp(options: BrokerAppOptions): BrokerApp {
     await jobs.close(graceMs);
     await polyv.close();
     await streams?.close(graceMs);
+    // The reads of the last flush interval are written before Redis closes (or given up after graceMs).
+    await settlesWithin(services.reads.stop(), graceMs);
     await stores.close(graceMs);
     ctx.logger.info('broker stopped');
   }

@@ -13,7 +13,7 @@ import { OTHER_KEY, TEST_ACCOUNT, TEST_KEY, api, eventually, testConfig, useSimu
 
 interface ChannelState {
   channelId: string;
-  warm: boolean;
+  warm: 'pinned' | 'on-demand' | false;
   callsLastHour: number;
   budgetPerHour: number;
 }
@@ -170,7 +170,7 @@ describe('several PolyV accounts', () => {
     expect([callsBy(TEST_ACCOUNT.appId, '1000004'), callsBy(PARTNER.appId, '3000003')]).toEqual([1, 1]);
     const partnerList = await api<{ account: string; channels: ChannelState[] }>(b.url, '/v1/accounts/partner/channels');
     expect(partnerList.body.account).toBe('partner');
-    expect(partnerList.body.channels.map((c) => [c.channelId, c.warm])).toEqual([['3000003', true]]);
+    expect(partnerList.body.channels.map((c) => [c.channelId, c.warm])).toEqual([['3000003', 'pinned']]);
   });
 });
 

@@ -208,12 +208,12 @@ describe('warm channel management', () => {
     const b = await broker();
     const put = await api<Record<string, unknown>>(b.url, '/v1/channels/1000001', { method: 'PUT' });
     expect(put.status).toBe(200);
-    expect(put.body).toMatchObject({ channelId: '1000001', warm: true, budgetPerHour: 450 });
+    expect(put.body).toMatchObject({ channelId: '1000001', warm: 'pinned', warmFrom: null, warmUntil: null, budgetPerHour: 450 });
     const token = await api<TokenBody>(b.url, '/v1/channels/1000001/token');
     const list = await api<{ channels: Array<Record<string, unknown>> }>(b.url, '/v1/channels');
     expect(list.status).toBe(200);
     const entry = list.body.channels.find((c) => c['channelId'] === '1000001');
-    expect(entry).toMatchObject({ warm: true, callsLastHour: 1, lastError: null });
+    expect(entry).toMatchObject({ warm: 'pinned', callsLastHour: 1, lastError: null });
     expect(entry!['expireTime']).toBeGreaterThan(Date.now());
     expect(entry!['nextRefreshAt']).toBeGreaterThan(Date.now());
     expect(JSON.stringify(list.body)).not.toContain(token.body.channelToken);

@@ -78,8 +78,10 @@ describe('npm run demo (polyv-token-broker demo)', () => {
     const inspect = cli(['inspect', '1000001', '--json']);
     expect(inspect.status, inspect.stderr).toBe(0);
     const detail = JSON.parse(inspect.stdout);
-    expect(detail).toMatchObject({ channelId: '1000001', warm: true, callsLastHour: 1, budgetPerHour: 450 });
-    expect(detail.job.state).toBe('delayed');
+    expect(detail).toMatchObject({ channelId: '1000001', warm: 'pinned', callsLastHour: 1, budgetPerHour: 450 });
+    // Between refreshes a channel has no job: it waits in the warm set's schedule.
+    expect(detail.job.state).toBe('missing');
+    expect(detail.nextRefreshAt).toBeGreaterThan(Date.now());
     expect(detail.token).toBe(`${channelToken.slice(0, 4)}…${channelToken.slice(-4)} (32 chars)`);
     expect(inspect.stdout).not.toContain(channelToken);
 

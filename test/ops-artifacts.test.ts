@@ -66,6 +66,9 @@ interface ExportedMetric {
 const FAKE_SNAPSHOT: StateSnapshot = {
   redisUp: true,
   warmChannels: 2,
+  warmByMode: { pinned: 1, 'on-demand': 1, window: 0 },
+  warmCapacityRatio: 0.01,
+  warmCapacityChannels: 394_160,
   staleChannels: 0,
   jobs: { delayed: 2, waiting: 0, active: 0, failed: 0, prioritized: 0 },
   globalCallsLast10s: 3,

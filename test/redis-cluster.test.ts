@@ -256,7 +256,7 @@ describe('the broker on a 3-master Redis Cluster', () => {
     expect(next.fetchedAt).toBeLessThan(first.expireTime);
     const refreshes = await w.app.metrics.refreshes.get();
     expect(refreshes.values.find((v) => v.labels['trigger'] === 'scheduled' && v.labels['outcome'] === 'success')?.value).toBeGreaterThanOrEqual(1);
-    expect(await w.app.queue.has(appId, '3000005')).toBe(true);
+    expect((await w.app.warmSet.entry(appId, '3000005')) !== null).toBe(true);
 
     // Every BullMQ key sits in the one slot of the `{<prefix>}` hash tag.
     const bullKeys = (await Promise.all(cluster.masters.map((m) => scanNode(m, `{${refreshPrefix}}:bull:*`)))).map((k) => k.length);

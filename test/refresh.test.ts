@@ -90,22 +90,20 @@ describe('proactive refresh (BullMQ)', () => {
 });
 
 describe('reconcile', () => {
-  it('when Redis loses all broker data, then reconcile re-seeds BROKER_CHANNELS, re-creates the job and refetches', async () => {
+  it('when Redis loses all broker data, then reconcile pins BROKER_CHANNELS again and the worker refetches', async () => {
     const prefix = uniquePrefix();
     const b = await broker({ BROKER_CHANNELS: '2000001', BROKER_REDIS_PREFIX: prefix });
     const appId = b.app.accounts.defaultAccount.appId;
     await eventually(() => b.app.store.read(appId, '2000001'));
-    expect(await b.app.queue.has(appId, '2000001')).toBe(true);
+    expect((await b.app.warmSet.entry(appId, '2000001'))?.mode).toBe('pinned');
 
     await b.app.queue.queue.obliterate({ force: true });
     const keys = await redis.keys(`${prefix}:*`);
     if (keys.length > 0) await redis.del(...keys);
-    expect(await b.app.store.isWarm(appId, '2000001')).toBe(false);
-    expect(await b.app.queue.has(appId, '2000001')).toBe(false);
+    expect(await b.app.warmSet.entry(appId, '2000001')).toBeNull();
 
     await b.app.worker!.runReconcile();
-    expect(await b.app.store.isWarm(appId, '2000001')).toBe(true);
-    expect(await b.app.queue.has(appId, '2000001')).toBe(true);
+    expect((await b.app.warmSet.entry(appId, '2000001'))?.mode).toBe('pinned');
     await eventually(() => b.app.store.read(appId, '2000001'));
     expect(callsFor('2000001')).toHaveLength(2);
   });

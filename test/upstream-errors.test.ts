@@ -44,11 +44,13 @@ describe('the refresh job decides its next run from the failure', () => {
     const clock = new ManualClock(Date.now());
     const b = await broker(env, clock);
     const account = b.app.accounts.defaultAccount;
-    await b.app.store.addWarm(account.appId, '1000002');
+    await b.app.warmSet.addIfAbsent(account.appId, '1000002', Date.now());
+    // Two failed runs before this one (counted in the channel's status).
+    for (let i = 0; i < 2; i += 1) await b.app.store.countRefreshFailure(account.appId, '1000002');
     fx.sim.setFault(fault);
     const decision = await processRefresh(
       { accounts: b.app.accounts, service: b.app.service, store: b.app.store, clock, logger: silent, random: () => 0.5 },
-      { appId: account.appId, channelId: '1000002', failures: 2 },
+      { appId: account.appId, channelId: '1000002' },
     );
     return { decision, now: clock.now(), b, account };
   }
@@ -94,12 +96,12 @@ describe('the refresh job decides its next run from the failure', () => {
     const clock = new ManualClock(Date.now());
     const b = await broker({}, clock);
     const account = b.app.accounts.defaultAccount;
-    await b.app.store.addWarm(account.appId, '9999999');
+    await b.app.warmSet.addIfAbsent(account.appId, '9999999', Date.now());
     const decision = await processRefresh(
       { accounts: b.app.accounts, service: b.app.service, store: b.app.store, clock, logger: silent },
       { appId: account.appId, channelId: '9999999' },
     );
     expect(decision).toEqual({ kind: 'done', reason: 'channel not in account' });
-    expect(await b.app.store.isWarm(account.appId, '9999999')).toBe(false);
+    expect((await b.app.warmSet.entry(account.appId, '9999999')) !== null).toBe(false);
   });
 });

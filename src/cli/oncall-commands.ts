@@ -4,6 +4,7 @@ import { CHANNEL_ID_RE } from '../config/env-schema.js';
 import { readEmbeddedRedisUrl } from '../infra/redis-server.js';
 import { createLogger } from '../lib/logger.js';
 import { refreshJobId } from '../scheduler/refresh-queue.js';
+import { KEY_SCHEMA_VERSION } from '../scheduler/migrate-v1.js';
 import type { ChannelState } from '../service/channel-token-service.js';
 import { GLOBAL_WINDOW_MS, HOUR_MS } from '../store/call-budget.js';
 import { maskToken } from './mask.js';
@@ -69,17 +70,24 @@ function channelArg(args: readonly string[], required: boolean): string | undefi
   return ch;
 }
 
+/** A warm window as `<warmFrom>..<warmUntil>` (ISO times, `-` for an open side), or `-` without one. */
+function windowText(r: ChannelState): string {
+  return r.warmFrom === null && r.warmUntil === null ? '-' : `${iso(r.warmFrom)}..${iso(r.warmUntil)}`;
+}
+
 function printTable(print: Print, rows: ChannelState[], now: number): void {
-  print(['CHANNEL', 'WARM', 'EXPIRES IN', 'NEXT REFRESH IN', 'CALLS/H', 'LAST ERROR'].join('\t'));
+  print(['CHANNEL', 'WARM', 'EXPIRES IN', 'NEXT REFRESH IN', 'CALLS/H', 'LAST ERROR', 'LAST READ', 'WINDOW'].join('\t'));
   for (const r of rows) {
     print(
       [
         r.channelId,
-        r.warm ? 'yes' : 'no',
+        r.warm === false ? 'no' : r.warm,
         secondsFrom(r.expireTime, now),
         secondsFrom(r.nextRefreshAt, now),
         `${r.callsLastHour}/${r.budgetPerHour}`,
         r.lastError === null ? '-' : `${r.lastError.code} ${iso(r.lastError.at)}`,
+        secondsFrom(r.lastReadAt, now),
+        windowText(r),
       ].join('\t'),
     );
   }
@@ -100,7 +108,9 @@ export async function inspectCommand(app: BrokerApp, args: readonly string[], pr
   const now = Date.now();
   if (channelId === undefined) {
     const counts = await app.queue.queue.getJobCounts('waiting', 'delayed', 'active', 'failed', 'completed');
-    const warm = await app.store.countWarm(account.appId);
+    const warmCounts = await app.warmSet.count(account.appId);
+    const warm = warmCounts.total;
+    const schema = await app.warmSet.schema();
     const globalUsed = await app.budget.globalUsed();
     const credentialsRefused = await app.budget.readAccountFailure(account.appId);
     const upstreamPause = await app.budget.readPause();
@@ -108,6 +118,9 @@ export async function inspectCommand(app: BrokerApp, args: readonly string[], pr
       account: account.name,
       appId: account.appId,
       warmChannels: warm,
+      warmByMode: { pinned: warmCounts.pinned, 'on-demand': warmCounts.onDemand, window: warmCounts.window },
+      warmCapacityChannels: app.capacity.figures.capacityChannels,
+      keySchema: schema ?? 1,
       jobs: counts,
       globalCallsLast10s: globalUsed,
       globalLimitPer10s: app.config.budget.globalPer10s,
@@ -118,7 +131,11 @@ export async function inspectCommand(app: BrokerApp, args: readonly string[], pr
       print(JSON.stringify(summary, null, 2));
       return;
     }
-    print(`account ${summary.account} (appId ${summary.appId}): ${warm} warm channels`);
+    print(
+      `account ${summary.account} (appId ${summary.appId}): ${warm} warm channels (${warmCounts.pinned} pinned, ${warmCounts.onDemand} on demand, ${warmCounts.window} in windows)`,
+    );
+    print(`fleet capacity: ${summary.warmCapacityChannels} warm channels at the configured token lifetime (all accounts together)`);
+    if (summary.keySchema !== KEY_SCHEMA_VERSION) print(`key schema: v${summary.keySchema} (no v${KEY_SCHEMA_VERSION} worker has run yet: it migrates at start-up)`);
     print(`jobs: ${Object.entries(counts).map(([k, v]) => `${k}=${v}`).join(' ')}`);
     print(`PolyV calls in the last 10 s (whole fleet): ${globalUsed}/${summary.globalLimitPer10s}`);
     if (upstreamPause !== null) {
@@ -131,19 +148,19 @@ export async function inspectCommand(app: BrokerApp, args: readonly string[], pr
     }
     return;
   }
-  const [state, cached, job, rejected] = await Promise.all([
+  const [state, cached, jobState, rejected] = await Promise.all([
     app.service.describe(account, channelId),
     app.store.read(account.appId, channelId),
-    app.queue.queue.getJob(refreshJobId(account.appId, channelId)),
+    app.queue.jobState(account.appId, channelId),
     app.store.readRejected(account.appId, channelId),
   ]);
-  const jobState = job === undefined ? 'none' : await job.getState();
   const detail = {
     ...state,
     token: cached === null ? null : maskToken(cached.token),
     tokenVersion: cached?.version ?? null,
     fetchedAt: cached?.fetchedAt ?? null,
-    job: { id: refreshJobId(account.appId, channelId), state: jobState, failures: job?.data.failures ?? 0 },
+    // A refresh job exists only while the refresh is due or running ('missing' in between is normal).
+    job: { id: refreshJobId(account.appId, channelId), state: jobState },
     rejectedByPolyv: rejected,
   };
   if (args.includes('--json')) {
@@ -151,12 +168,14 @@ export async function inspectCommand(app: BrokerApp, args: readonly string[], pr
     return;
   }
   print(`channel ${channelId} (account ${account.name})`);
-  print(`  warm:          ${state.warm ? 'yes' : 'no'}`);
+  print(`  warm:          ${state.warm === false ? 'no' : state.warm}`);
+  if (state.warmFrom !== null || state.warmUntil !== null) print(`  window:        ${windowText(state)}`);
+  print(`  last read:     ${iso(state.lastReadAt)}${state.lastReadAt === null ? '' : ` (${secondsFrom(state.lastReadAt, now)})`}`);
   print(`  token:         ${detail.token ?? 'none cached'}`);
   print(`  expireTime:    ${iso(state.expireTime)} (in ${secondsFrom(state.expireTime, now)})`);
   print(`  fetched:       ${iso(detail.fetchedAt)}   version ${detail.tokenVersion ?? '-'}`);
   print(`  next refresh:  ${iso(state.nextRefreshAt)} (in ${secondsFrom(state.nextRefreshAt, now)})`);
-  print(`  job:           ${detail.job.id} ${jobState}${detail.job.failures > 0 ? `, ${detail.job.failures} failures in a row` : ''}`);
+  print(`  job:           ${detail.job.id} ${jobState} (queued only while a refresh is due or running)`);
   print(`  calls/hour:    ${state.callsLastHour}/${state.budgetPerHour}`);
   print(`  last error:    ${state.lastError === null ? '-' : `${state.lastError.code} at ${iso(state.lastError.at)}: ${state.lastError.message}`}`);
   if (rejected !== null) print(`  rejected:      ${rejected}`);

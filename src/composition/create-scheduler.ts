@@ -19,9 +19,9 @@ export interface RefreshJobs {
  * Step 3: the refresh queue, before the services that schedule refreshes on it. On a Cluster, BullMQ gets a
  * Cluster instance the broker owns (closed here); otherwise connection options, and BullMQ owns its connections.
  */
-export function createRefreshJobs({ clock, logger }: AppContext, keys: RedisKeys, target: RedisTarget): RefreshJobs {
+export function createRefreshJobs({ logger }: AppContext, keys: RedisKeys, target: RedisTarget): RefreshJobs {
   const bullRedis = createBullmqRedis(target, logger.child({ module: 'redis' }));
-  const queue = new RefreshQueue({ connection: bullRedis.connection, prefix: keys.bullPrefix(), clock, logger });
+  const queue = new RefreshQueue({ connection: bullRedis.connection, prefix: keys.bullPrefix(), logger });
   return {
     connection: bullRedis.connection,
     queue,
@@ -47,6 +47,7 @@ export function createRefreshWorker(
     accounts: services.accounts,
     service: services.channelTokens,
     store: stores.store,
+    warmSet: stores.warmSet,
     queue: jobs.queue,
     clock,
     logger: logger.child({ module: 'worker' }),

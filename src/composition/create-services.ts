@@ -8,8 +8,10 @@ import { ChannelTokenService } from '../service/channel-token-service.js';
 import { CommonTokenService } from '../service/common-token-service.js';
 import { DisposableTokenService } from '../service/disposable-token-service.js';
 import { PolyvGateway } from '../service/polyv-gateway.js';
+import { ReadTracker, readTrackingPolicy } from '../service/read-tracker.js';
 import { SingleFlight } from '../service/single-flight.js';
 import { ViewerTokenService } from '../service/viewer-token-service.js';
+import { WarmCapacity, capacityFigures } from '../service/warm-capacity.js';
 import { WarmChannels } from '../service/warm-channels.js';
 import { WatchUrlService } from '../service/watch-url-service.js';
 import type { AppContext } from './app-context.js';
@@ -24,6 +26,10 @@ export interface Services {
   readonly viewerTokens: ViewerTokenService;
   readonly commonTokens: CommonTokenService;
   readonly watchUrls: WatchUrlService;
+  /** Reads of channel tokens, noted in memory and written in batches (they keep on-demand channels warm). */
+  readonly reads: ReadTracker;
+  /** The warm set against the fleet-wide PolyV limit. */
+  readonly capacity: WarmCapacity;
 }
 
 /**
@@ -34,7 +40,7 @@ export interface Services {
 export function createServices(ctx: AppContext, deps: { stores: Stores; polyv: PolyvClient; queue: RefreshQueue }): Services {
   const { config, clock, logger, metrics } = ctx;
   const { stores, polyv, queue } = deps;
-  const { store, kindStore, budget } = stores;
+  const { store, kindStore, budget, warmSet } = stores;
   const timing = { refreshBeforeMs: config.tokens.refreshBeforeSeconds * 1000, minTtlMs: config.tokens.minTtlSeconds * 1000 };
   const budgets = new AccountBudgets(
     {
@@ -58,7 +64,30 @@ export function createServices(ctx: AppContext, deps: { stores: Stores; polyv: P
     upstreamPauseMs: config.budget.upstreamPauseSeconds * 1000,
   });
   const channelLogger = logger.child({ module: 'channel-tokens' });
-  const warmChannels = new WarmChannels({ store, budget, budgets, scheduler: queue, clock, timing });
+  const idleMs = config.tokens.idleChannelSeconds * 1000;
+  const readPolicy = readTrackingPolicy(idleMs);
+  const accounts = new AccountRegistry(config.accounts);
+  const capacity = new WarmCapacity({
+    warmSet,
+    appIds: accounts.all.map((a) => a.appId),
+    figures: capacityFigures({ expireSeconds: config.tokens.expireSeconds, globalPer10s: config.budget.globalPer10s, timing }),
+    clock,
+    logger: logger.child({ module: 'warm-capacity' }),
+  });
+  const warmChannels = new WarmChannels({
+    store,
+    warmSet,
+    budget,
+    budgets,
+    capacity,
+    clock,
+    timing,
+    logger: logger.child({ module: 'warm-set' }),
+    metrics,
+    idleMs,
+    idleGraceMs: readPolicy.graceMs,
+  });
+  const reads = new ReadTracker({ store, clock, logger: logger.child({ module: 'reads' }), policy: readPolicy });
   const refresher = new ChannelRefresher({
     store,
     flights,
@@ -80,10 +109,11 @@ export function createServices(ctx: AppContext, deps: { stores: Stores; polyv: P
     timing,
     localCache: stores.localCache,
     reportMinAgeMs: config.tokens.reportMinAgeSeconds * 1000,
+    reads,
   });
   const kindDeps = { store: kindStore, polyv, gateway, flights, clock, metrics };
   return {
-    accounts: new AccountRegistry(config.accounts),
+    accounts,
     budgets,
     channelTokens: new ChannelTokenService({ reader, refresher, warmChannels, timing }),
     disposable: new DisposableTokenService({ polyv, gateway, clock, metrics, expireSeconds: config.tokens.expireSeconds }),
@@ -101,5 +131,7 @@ export function createServices(ctx: AppContext, deps: { stores: Stores; polyv: P
       poolSize: config.kinds.watchUrlPool,
       poolMaxAgeSeconds: config.kinds.watchUrlPoolMaxAgeSeconds,
     }),
+    reads,
+    capacity,
   };
 }

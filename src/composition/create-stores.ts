@@ -9,6 +9,7 @@ import { connectOrExplain, probeKeys } from '../store/redis-startup-check.js';
 import { SealedJson } from '../store/sealed-json.js';
 import { TokenCipher } from '../store/token-cipher.js';
 import { TokenStore } from '../store/token-store.js';
+import { WarmSetStore } from '../store/warm-set-store.js';
 import type { AppContext } from './app-context.js';
 
 /** Where the broker's state lives: Redis (one commands client), and a serving replica's in-memory copy. */
@@ -16,8 +17,10 @@ export interface Stores {
   readonly redis: RedisClient;
   readonly keys: RedisKeys;
   readonly cipher: TokenCipher;
-  /** Channel tokens, their status, locks and the warm set. */
+  /** Channel tokens, their status (reads included) and locks. */
   readonly store: TokenStore;
+  /** The warm set: which channels are refreshed ahead of expiry, when, and how they leave. */
+  readonly warmSet: WarmSetStore;
   /** Viewer and common tokens, and the watch-URL pools. */
   readonly kindStore: KindTokenStore;
   readonly budget: CallBudget;
@@ -63,6 +66,7 @@ export function createStores(ctx: AppContext, target: RedisTarget): Stores {
     keys,
     cipher,
     store,
+    warmSet: new WarmSetStore({ redis, keys }),
     kindStore: new KindTokenStore({ redis, keys, sealed: new SealedJson(cipher) }),
     budget,
     localCache,

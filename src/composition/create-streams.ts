@@ -41,6 +41,8 @@ export function createStreams(ctx: AppContext, deps: { stores: Stores; services:
     logger: streamLogger,
   });
   const streams = new TokenStreams({ feed, maxClients: config.stream.maxClients, metrics, logger: streamLogger });
+  // A channel with an open stream is being read: it stays warm as long as someone follows it.
+  services.reads.countAsRead(() => feed.watchedList());
   return {
     streams,
     start: () => subscription.start({ onEvent: (e) => feed.changed(e.appId, e.channelId), onResync: () => feed.resync() }),

@@ -40,6 +40,8 @@ const envSettingsSchema = z.transform(
         minTtlSeconds: e.BROKER_MIN_TTL_SECONDS,
         rejectedChannelTtlSeconds: e.BROKER_REJECTED_CHANNEL_TTL_SECONDS,
         reportMinAgeSeconds: e.BROKER_REPORT_MIN_AGE_SECONDS,
+        /** An on-demand warm channel unread this long leaves the warm set; 0: never. */
+        idleChannelSeconds: e.BROKER_IDLE_CHANNEL_SECONDS,
       },
       budget: {
         channelPerHour: e.BROKER_CHANNEL_BUDGET_PER_HOUR,

@@ -162,7 +162,10 @@ export const envSchema = z.object({
     'how long a channel PolyV called illegal is answered from memory without asking again',
   ),
   BROKER_RECONCILE_INTERVAL_SECONDS: intVar(1, 3600, 60).describe(
-    'how often the reconcile job re-creates missing refresh jobs and re-seeds BROKER_CHANNELS',
+    'how often the reconcile job pins BROKER_CHANNELS again, puts lost pinned channels back in the schedule and migrates key schema v1 warm channels',
+  ),
+  BROKER_IDLE_CHANNEL_SECONDS: intVar(0, 2_592_000, 21_600).describe(
+    'a channel made warm by a read (on demand) leaves the warm set after this long with no read on any replica; 0 = never',
   ),
   BROKER_WORKER_CONCURRENCY: intVar(1, 1000, 16).describe('refresh jobs one worker runs at once'),
   BROKER_LOCAL_CACHE_MAX_AGE_MS: intVar(0, 60_000, 5000).describe(

@@ -22,6 +22,29 @@ export const rejectedTokenBody = z.strictObject({
     .describe('the token PolyV rejected (a report of a token that is no longer current costs nothing)'),
 });
 
+/** Epoch ms as a request field: a value under 10^12 (before 2001) is refused, it is almost surely seconds. */
+const epochMsInput = (name: string) =>
+  z
+    .number({ error: `${name} must be a number (epoch milliseconds)` })
+    .int(`${name} must be a whole number of epoch milliseconds`)
+    .min(1e12, `${name} must be epoch milliseconds (this looks like seconds)`)
+    .max(8.64e15, `${name} is out of range`);
+
+/**
+ * Optional body of `PUT /v1/channels/{channelId}`: a warm window. Without one (or an empty body) the channel
+ * is pinned: warm until DELETE.
+ */
+export const warmWindowBody = z
+  .strictObject({
+    warmFrom: epochMsInput('warmFrom')
+      .optional()
+      .describe('epoch ms: the first token is fetched shortly before (BROKER_REFRESH_BEFORE_SECONDS), so the first read is a hit'),
+    warmUntil: epochMsInput('warmUntil').optional().describe('epoch ms: refreshed until then, then the channel leaves the warm set'),
+  })
+  .refine((w) => w.warmFrom === undefined || w.warmUntil === undefined || w.warmUntil > w.warmFrom, {
+    message: 'warmUntil must be after warmFrom',
+  });
+
 const optionalText = (max: number) =>
   z
     .string({ error: `must be a string of at most ${max} characters` })
@@ -64,7 +87,12 @@ const failureRecord = z.object({
 
 export const channelStateResponse = z.strictObject({
   channelId: z.string(),
-  warm: z.boolean(),
+  warm: z
+    .union([z.literal('pinned'), z.literal('on-demand'), z.literal(false)])
+    .describe('`pinned`: kept until DELETE (or inside its warm window); `on-demand`: kept while read (BROKER_IDLE_CHANNEL_SECONDS); false: not warm'),
+  warmFrom: epochMs.nullable().describe('start of the warm window, if the channel has one'),
+  warmUntil: epochMs.nullable().describe('end of the warm window, if the channel has one'),
+  lastReadAt: epochMs.nullable().describe('last read on any replica, as recorded (replicas write reads every few seconds)'),
   expireTime: epochMs.nullable(),
   remainingSeconds: z.number().int().nullable(),
   lastRefreshAt: epochMs.nullable(),

@@ -10,6 +10,7 @@ import {
   disposableTokenResponse,
   errorResponse,
   rejectedTokenBody,
+  warmWindowBody,
   streamForgottenEvent,
   streamUnavailableEvent,
   viewerProfileBody,
@@ -50,6 +51,8 @@ const BAD_INPUT = {
 interface Operation {
   summary: string;
   body?: string;
+  /** The body may be left out. */
+  bodyOptional?: boolean;
   query?: boolean;
   ok: [status: string, schema: string | undefined, description: string];
   errors?: Record<string, unknown>;
@@ -76,7 +79,12 @@ const CHANNEL_OPERATIONS: Record<string, Record<string, Operation>> = {
   },
   '/{channelId}': {
     get: { summary: "A channel's state (token masked out)", ok: ['200', 'ChannelState', 'the state'] },
-    put: { summary: 'Keep the channel warm (refreshed before expiry)', ok: ['200', 'ChannelState', 'the state'] },
+    put: {
+      summary: 'Keep the channel warm (refreshed before expiry): pinned until DELETE, or in a warm window',
+      body: 'WarmWindow',
+      bodyOptional: true,
+      ok: ['200', 'ChannelState', 'the state'],
+    },
     delete: { summary: 'Stop keeping the channel warm and forget its token', ok: ['204', undefined, 'forgotten'] },
   },
   '/{channelId}/watch-tokens': {
@@ -138,7 +146,7 @@ function operation(op: Operation, params: unknown[], tag: string): Record<string
       ...params,
       ...(op.query === true ? [{ name: 'disposable', in: 'query', required: false, schema: jsonSchema(disposableQuery, 'input') }] : []),
     ],
-    ...(op.body === undefined ? {} : { requestBody: { required: true, content: { 'application/json': { schema: ref(op.body) } } } }),
+    ...(op.body === undefined ? {} : { requestBody: { required: op.bodyOptional !== true, content: { 'application/json': { schema: ref(op.body) } } } }),
     responses: {
       [status]: schema === undefined ? { description } : json(schema, description),
       ...BAD_INPUT,
@@ -195,6 +203,7 @@ export function buildOpenApiDocument(): Record<string, unknown> {
         WatchUrl: jsonSchema(watchUrlResponse, 'output'),
         RejectedToken: jsonSchema(rejectedTokenBody, 'input'),
         ViewerProfile: jsonSchema(viewerProfileBody, 'input'),
+        WarmWindow: jsonSchema(warmWindowBody, 'input'),
         Error: jsonSchema(errorResponse, 'output'),
         StreamForgotten: jsonSchema(streamForgottenEvent, 'output'),
         StreamUnavailable: jsonSchema(streamUnavailableEvent, 'output'),

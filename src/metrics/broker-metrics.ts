@@ -23,6 +23,9 @@ export class BrokerMetrics {
   readonly streamSlowReaderDrops: Counter;
   readonly requests: Counter<'consumer' | 'kind' | 'outcome'>;
   readonly upstreamCallsCaused: Counter<'consumer' | 'reason'>;
+  readonly warmJoined: Counter<'mode'>;
+  readonly warmRefused: Counter<'reason'>;
+  readonly warmLeft: Counter<'reason'>;
 
   constructor(options: { registry?: Registry; defaultMetrics?: boolean } = {}) {
     this.registry = options.registry ?? new Registry();
@@ -119,6 +122,24 @@ export class BrokerMetrics {
       name: 'polyv_broker_upstream_calls_caused_total',
       help: 'PolyV calls by the consumer whose request caused them (- for the broker itself) and why (miss, disposable, report, scheduled, manual).',
       labelNames: ['consumer', 'reason'] as const,
+      registers,
+    });
+    this.warmJoined = new Counter({
+      name: 'polyv_broker_warm_joined_total',
+      help: 'Channels that joined the warm set, by mode (on-demand: a read; pinned and window: configuration or PUT).',
+      labelNames: ['mode'] as const,
+      registers,
+    });
+    this.warmRefused = new Counter({
+      name: 'polyv_broker_warm_refused_total',
+      help: 'Channels read but not made warm because their scheduled refreshes would exceed the fleet-wide PolyV limit (reason=capacity).',
+      labelNames: ['reason'] as const,
+      registers,
+    });
+    this.warmLeft = new Counter({
+      name: 'polyv_broker_warm_left_total',
+      help: 'Channels that left the warm set by themselves: idle (no read for BROKER_IDLE_CHANNEL_SECONDS) or window_ended.',
+      labelNames: ['reason'] as const,
       registers,
     });
   }

@@ -4,6 +4,12 @@ import type { BrokerMetrics } from './broker-metrics.js';
 export interface StateSnapshot {
   readonly redisUp: boolean;
   readonly warmChannels: number;
+  /** Warm channels by how they leave: pinned (DELETE), on-demand (idle time), window (its end; not yet open included). */
+  readonly warmByMode: Readonly<Record<'pinned' | 'on-demand' | 'window', number>>;
+  /** Scheduled refreshes of the warm set as a share of the fleet-wide PolyV limit. */
+  readonly warmCapacityRatio: number;
+  /** Warm channels whose scheduled refreshes alone would reach the fleet-wide limit (configuration). */
+  readonly warmCapacityChannels: number;
   /** Warm channels without a token, or whose token is past its refresh time by more than the grace. */
   readonly staleChannels: number;
   readonly jobs: Readonly<Record<string, number>>;
@@ -62,6 +68,29 @@ export function registerStateGauges(metrics: BrokerMetrics, source: SnapshotSour
     const s = await read();
     if (s !== undefined) g.set(s.warmChannels);
   });
+  metrics.gauge('polyv_broker_warm_channels_by_mode', 'Warm channels by mode: pinned (until DELETE), on-demand (until idle), window (warmFrom/warmUntil; windows not yet open included).', ['mode'], async (g) => {
+    const s = await read();
+    if (s === undefined || !s.redisUp) return;
+    for (const [mode, n] of Object.entries(s.warmByMode)) g.set({ mode }, n);
+  });
+  metrics.gauge(
+    'polyv_broker_warm_capacity_ratio',
+    'Scheduled refreshes of the warm set (channels x calls per channel-hour) as a share of the fleet-wide PolyV limit; above 1 they alone would exceed it.',
+    [],
+    async (g) => {
+      const s = await read();
+      if (s?.redisUp === true) g.set(s.warmCapacityRatio);
+    },
+  );
+  metrics.gauge(
+    'polyv_broker_warm_capacity_channels',
+    'Warm channels whose scheduled refreshes alone would reach the fleet-wide PolyV limit, at the configured token lifetime.',
+    [],
+    async (g) => {
+      const s = await read();
+      if (s !== undefined) g.set(s.warmCapacityChannels);
+    },
+  );
   metrics.gauge(
     'polyv_broker_stale_channels',
     'Warm channels with no token, or whose token is past its due refresh time by more than 60 s.',

@@ -1,53 +1,45 @@
-import type { Clock } from '../lib/clock.js';
-import type { AccountRegistry } from '../service/account-registry.js';
-import type { ChannelTokenService } from '../service/channel-token-service.js';
-import { isServable, refreshDueAt } from '../service/refresh-timing.js';
 import type { WatchUrlService } from '../service/watch-url-service.js';
-import type { TokenStore } from '../store/token-store.js';
+import type { WarmSetStore } from '../store/warm-set-store.js';
+import { migrateV1, type MigrateV1Deps } from './migrate-v1.js';
 import type { RefreshQueue } from './refresh-queue.js';
 
 export interface ReconcileResult {
   readonly warm: number;
+  /** Pinned or windowed channels that had lost their place in the schedule (Redis lost data), put back. */
   readonly recreated: number;
+  /** Configured channels pinned (again). */
+  readonly pinned: number;
+  /** Channels moved from key schema v1. */
+  readonly migrated: number;
 }
 
 /**
- * Makes Redis agree with what must be true: every configured channel is warm, and every warm channel has a
- * refresh job. Safe to run on every worker at once (each step is idempotent).
+ * Makes Redis agree with what must be true: the v1 warm set is migrated, every configured channel is pinned,
+ * every pinned or windowed channel is in the schedule. Safe to run on every worker at once (each step is
+ * idempotent).
  */
-export async function reconcile(deps: {
-  accounts: AccountRegistry;
-  service: ChannelTokenService;
-  store: TokenStore;
-  queue: RefreshQueue;
-  clock: Clock;
-  /** Present when watch-URL pools are on: every warm channel's pool gets a top-up request. */
-  watchUrls?: WatchUrlService | undefined;
-}): Promise<ReconcileResult> {
-  const { accounts, service, store, queue, clock } = deps;
+export async function reconcile(
+  deps: MigrateV1Deps & {
+    warmSet: WarmSetStore;
+    queue: RefreshQueue;
+    /** Present when watch-URL pools are on: every warm channel's pool gets a top-up request. */
+    watchUrls?: WatchUrlService | undefined;
+  },
+): Promise<ReconcileResult> {
+  const { accounts, service, warmSet, queue, clock } = deps;
+  const migrated = await migrateV1(deps);
   let warm = 0;
   let recreated = 0;
+  let pinned = 0;
   for (const account of accounts.all) {
-    for (const channelId of account.channels) await store.addWarm(account.appId, channelId);
-    for await (const batch of store.scanWarm(account.appId)) {
-      warm += batch.length;
-      if (deps.watchUrls !== undefined) {
-        await Promise.all(batch.map((ch) => queue.requestPoolRefill(account.appId, ch)));
-      }
-      const missing = (
-        await Promise.all(batch.map(async (ch) => ((await queue.has(account.appId, ch)) ? null : ch)))
-      ).filter((ch): ch is string => ch !== null);
-      for (const channelId of missing) {
-        const cached = await store.read(account.appId, channelId);
-        const now = clock.now();
-        const dueAt =
-          cached !== null && isServable(cached.expireTime, now, service.timing)
-            ? refreshDueAt(cached.expireTime, service.timing)
-            : now;
-        await service.schedule(account.appId, channelId, dueAt);
-        recreated += 1;
-      }
+    for (const channelId of account.channels) if (await service.ensurePinned(account.appId, channelId)) pinned += 1;
+    for (const channelId of await warmSet.pinnedAndWindows(account.appId)) {
+      if (await warmSet.addIfAbsent(account.appId, channelId, clock.now())) recreated += 1;
     }
+    if (deps.watchUrls !== undefined) {
+      for await (const batch of warmSet.scan(account.appId)) await Promise.all(batch.map((ch) => queue.requestPoolRefill(account.appId, ch)));
+    }
+    warm += (await warmSet.count(account.appId)).total;
   }
-  return { warm, recreated };
+  return { warm, recreated, pinned, migrated };
 }

@@ -27,33 +27,39 @@ export interface RefreshProcessorDeps {
 }
 
 /**
- * One run of a channel's refresh job, as a plain function: refresh if due, then say when to run next.
- * Transient failures back off exponentially with jitter; a spent budget waits for its next slot; a channel
- * PolyV calls illegal stops being warm; bad credentials are retried only every few minutes.
+ * One run of a channel's refresh job, as a plain function: whether the channel stays warm (an idle on-demand
+ * channel, or a window past its end, leaves here without a PolyV call), then refresh if due, then say when to
+ * run next (never after the channel would idle out or its window end). Transient failures back off
+ * exponentially with jitter (the count of failures in a row lives in the channel's status); a spent budget
+ * waits for its next slot; a channel PolyV calls illegal stops being warm; bad credentials are retried only
+ * every few minutes.
  */
 export async function processRefresh(deps: RefreshProcessorDeps, data: RefreshJobData): Promise<RefreshDecision> {
   const { accounts, service, store, clock, logger } = deps;
   const random = deps.random ?? Math.random;
   const account = accounts.byAppId(data.appId);
   if (account === undefined) return { kind: 'done', reason: 'unknown account' };
-  if (!(await store.isWarm(account.appId, data.channelId))) return { kind: 'done', reason: 'not warm' };
+  const review = await service.review(account.appId, data.channelId);
+  if (!review.stay) return { kind: 'done', reason: review.reason };
+  if (review.opensAt !== null) return { kind: 'next', at: review.opensAt, failures: 0 };
+  const bounded = (at: number) => Math.min(at, review.closesAt ?? Number.POSITIVE_INFINITY);
 
   try {
     const token = await service.refreshIfDue(account, data.channelId);
-    return { kind: 'next', at: refreshDueAt(token.expireTime, service.timing, random), failures: 0 };
+    return { kind: 'next', at: bounded(refreshDueAt(token.expireTime, service.timing, random)), failures: 0 };
   } catch (err) {
-    const failures = (data.failures ?? 0) + 1;
+    if (err instanceof BrokerError && err.code === 'channel_not_in_account') return { kind: 'done', reason: 'channel not in account' };
+    const failures = await store.countRefreshFailure(account.appId, data.channelId).catch(() => (data.failures ?? 0) + 1);
     const now = clock.now();
     if (err instanceof BrokerError) {
-      if (err.code === 'channel_not_in_account') return { kind: 'done', reason: 'channel not in account' };
       // A spent budget, or the fleet's pause after `qps exceeds`: come back when it says, spread by a second.
       if (err.code === 'budget_exhausted' || (err.code === 'upstream_rate_limited' && err.retryAfterMs !== undefined)) {
-        return { kind: 'next', at: now + (err.retryAfterMs ?? RETRY_CAP_MS) + Math.floor(random() * 1000), failures };
+        return { kind: 'next', at: bounded(now + (err.retryAfterMs ?? RETRY_CAP_MS) + Math.floor(random() * 1000)), failures };
       }
-      if (!err.retryable) return { kind: 'next', at: now + CONFIG_ERROR_RETRY_MS, failures };
-      return { kind: 'next', at: now + backoffMs(failures, RETRY_BASE_MS, RETRY_CAP_MS, random), failures };
+      if (!err.retryable) return { kind: 'next', at: bounded(now + CONFIG_ERROR_RETRY_MS), failures };
+      return { kind: 'next', at: bounded(now + backoffMs(failures, RETRY_BASE_MS, RETRY_CAP_MS, random)), failures };
     }
     logger.error({ channelId: data.channelId, err }, 'unexpected error in refresh job');
-    return { kind: 'next', at: now + backoffMs(failures, RETRY_BASE_MS, RETRY_CAP_MS, random), failures };
+    return { kind: 'next', at: bounded(now + backoffMs(failures, RETRY_BASE_MS, RETRY_CAP_MS, random)), failures };
   }
 }

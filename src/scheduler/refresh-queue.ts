@@ -1,12 +1,16 @@
 import { Queue, type ConnectionOptions } from 'bullmq';
-import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
 import { closeOrDrop } from '../lib/settle-within.js';
-import type { RefreshScheduler } from '../service/warm-channels.js';
 import { guardRedis } from '../store/redis-unavailable.js';
 import type { PoolRefillScheduler } from '../service/watch-url-service.js';
 
-export const REFRESH_QUEUE = 'refresh';
+/**
+ * The queue of due refreshes (key schema v2). Key schema v1 kept one long-lived delayed job per warm channel in
+ * the queue `refresh`; a v1 worker would take any job of its queue for one of its own, so v2 uses another.
+ */
+export const REFRESH_QUEUE = 'warm-refresh';
+/** Key schema v1's queue: read only to remove the jobs of migrated channels. */
+export const V1_REFRESH_QUEUE = 'refresh';
 export const REFRESH_JOB = 'refresh';
 export const RECONCILE_JOB = 'reconcile';
 export const POOL_REFILL_JOB = 'watch-url-pool';
@@ -14,7 +18,7 @@ export const POOL_REFILL_JOB = 'watch-url-pool';
 export interface RefreshJobData {
   appId: string;
   channelId: string;
-  /** Consecutive failed attempts, for the backoff. */
+  /** Consecutive failed attempts, for the backoff (carried from run to run by v1 jobs only). */
   failures?: number;
 }
 
@@ -23,78 +27,62 @@ export function poolRefillJobId(appId: string, channelId: string): string {
   return `pool-${appId}-${channelId}`;
 }
 
-/** One job per warm channel, deduplicated by this id (BullMQ forbids ':' in custom ids). */
+/** The id of a channel's refresh job: at most one queued or running per channel. */
 export function refreshJobId(appId: string, channelId: string): string {
+  return `r-${appId}-${channelId}`;
+}
+
+/** The id key schema v1 gave a warm channel's long-lived delayed job (in V1_REFRESH_QUEUE). */
+export function v1RefreshJobId(appId: string, channelId: string): string {
   return `refresh-${appId}-${channelId}`;
 }
 
 /**
- * The BullMQ side of scheduling: exactly one delayed job per warm channel, moved to the new due time when a
- * fresh token arrives. Job data holds IDs only, never a secret or a token.
+ * The BullMQ side of refreshing: a job per refresh that is due, queued by the worker's sweep of the warm
+ * set (a sorted set by due time) and removed when it ends, so a warm channel costs BullMQ nothing between its
+ * refreshes. Job data holds IDs only, never a secret or a token.
  */
-export class RefreshQueue implements RefreshScheduler, PoolRefillScheduler {
+export class RefreshQueue implements PoolRefillScheduler {
   readonly queue: Queue<RefreshJobData>;
-  private readonly clock: Clock;
   private readonly logger: Logger;
+  private readonly options: { connection: ConnectionOptions; prefix: string };
+  /** Key schema v1's queue, opened only when there is something to migrate. */
+  private v1Queue: Queue | undefined;
 
-  constructor(options: { connection: ConnectionOptions; prefix: string; clock: Clock; logger: Logger }) {
+  constructor(options: { connection: ConnectionOptions; prefix: string; logger: Logger }) {
+    this.options = options;
     this.queue = new Queue<RefreshJobData>(REFRESH_QUEUE, {
       connection: options.connection,
       prefix: options.prefix,
       defaultJobOptions: { removeOnComplete: true, removeOnFail: true },
     });
     this.queue.on('error', (err) => options.logger.warn({ err: err.message }, 'refresh queue connection error'));
-    this.clock = options.clock;
     this.logger = options.logger;
   }
 
-  /** Milliseconds from now until `dueAt` on the injected clock (BullMQ itself runs on wall time). */
-  delayUntil(dueAt: number): number {
-    return Math.max(0, dueAt - this.clock.now());
+  /** Queues a refresh job for each claimed channel; a job still queued for a channel makes its add a no-op. */
+  async dispatch(appId: string, channelIds: readonly string[]): Promise<void> {
+    if (channelIds.length === 0) return;
+    await guardRedis(
+      this.queue.addBulk(channelIds.map((channelId) => ({ name: REFRESH_JOB, data: { appId, channelId }, opts: { jobId: refreshJobId(appId, channelId) } }))),
+    );
   }
 
-  /** Moves (or creates) the channel's job; a failure to reach Redis is the store's RedisUnavailableError. */
-  schedule(appId: string, channelId: string, dueAt: number, options: { firstToken?: boolean } = {}): Promise<void> {
-    return guardRedis(this.moveJob(appId, channelId, dueAt, options));
+  /**
+   * Removes the long-lived jobs key schema v1 kept for these channels (a job a v1 worker is running stays: it
+   * ends by itself, the channel no longer being in v1's warm set).
+   */
+  async removeV1Jobs(appId: string, channelIds: readonly string[]): Promise<void> {
+    if (channelIds.length === 0) return;
+    this.v1Queue ??= new Queue(V1_REFRESH_QUEUE, { connection: this.options.connection, prefix: this.options.prefix });
+    const queue = this.v1Queue;
+    await guardRedis(Promise.all(channelIds.map((ch) => queue.remove(v1RefreshJobId(appId, ch)))));
   }
 
-  private async moveJob(appId: string, channelId: string, dueAt: number, options: { firstToken?: boolean }): Promise<void> {
-    const jobId = refreshJobId(appId, channelId);
-    const delay = this.delayUntil(dueAt);
-    if (options.firstToken === true) {
-      // One round trip on a cold miss: BullMQ leaves an existing job with this id as it is (see the interface).
-      await this.queue.add(REFRESH_JOB, { appId, channelId }, { jobId, delay });
-      return;
-    }
-    const job = await this.queue.getJob(jobId);
-    if (job === undefined) {
-      await this.queue.add(REFRESH_JOB, { appId, channelId }, { jobId, delay });
-      return;
-    }
-    const state = await job.getState();
-    if (state === 'delayed') {
-      try {
-        await job.changeDelay(delay);
-      } catch (err) {
-        // It left the delayed state meanwhile (a worker took it): that run reschedules itself.
-        this.logger.debug({ channelId, err: (err as Error).message }, 'refresh job changed state while rescheduling');
-      }
-    } else if (state === 'completed' || state === 'failed' || state === 'unknown') {
-      await job.remove().catch(() => undefined);
-      await this.queue.add(REFRESH_JOB, { appId, channelId }, { jobId, delay });
-    }
-    // waiting / active / prioritized: it runs soon and computes its own next time.
-  }
-
-  async cancel(appId: string, channelId: string): Promise<void> {
+  /** The state of the channel's refresh job, if one is queued or running ('missing' when none). */
+  async jobState(appId: string, channelId: string): Promise<string> {
     const job = await guardRedis(this.queue.getJob(refreshJobId(appId, channelId)));
-    // An active job cannot be removed; it completes by itself once it sees the channel is no longer warm.
-    if (job !== undefined) await job.remove().catch(() => undefined);
-  }
-
-  /** Whether a refresh job exists for the channel (in any state). */
-  async has(appId: string, channelId: string): Promise<boolean> {
-    return (await this.queue.getJob(refreshJobId(appId, channelId))) !== undefined;
+    return job === undefined ? 'missing' : await job.getState();
   }
 
   /** Queues a watch-URL pool top-up; a refill already waiting makes this a no-op (job id dedupe). */
@@ -113,6 +101,8 @@ export class RefreshQueue implements RefreshScheduler, PoolRefillScheduler {
 
   /** Closes the queue's connection, or drops it after `graceMs` (Redis unreachable: close() would never end). */
   async close(graceMs: number): Promise<void> {
+    const v1Queue = this.v1Queue;
+    if (v1Queue !== undefined) await closeOrDrop("key schema v1's refresh queue", () => v1Queue.close(), () => v1Queue.disconnect(), graceMs, this.logger);
     await closeOrDrop('the refresh queue', () => this.queue.close(), () => this.queue.disconnect(), graceMs, this.logger);
   }
 }

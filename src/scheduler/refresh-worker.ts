@@ -1,4 +1,4 @@
-import { DelayedError, Worker, type ConnectionOptions, type Job } from 'bullmq';
+import { Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/logger.js';
 import { closeOrDrop } from '../lib/settle-within.js';
@@ -6,6 +6,7 @@ import type { AccountRegistry } from '../service/account-registry.js';
 import type { ChannelTokenService } from '../service/channel-token-service.js';
 import type { WatchUrlService } from '../service/watch-url-service.js';
 import type { TokenStore } from '../store/token-store.js';
+import type { WarmSetStore } from '../store/warm-set-store.js';
 import { reconcile } from './reconcile.js';
 import { processRefresh } from './refresh-processor.js';
 import { POOL_REFILL_JOB, RECONCILE_JOB, REFRESH_QUEUE, type RefreshJobData, type RefreshQueue } from './refresh-queue.js';
@@ -15,13 +16,17 @@ import { POOL_REFILL_JOB, RECONCILE_JOB, REFRESH_QUEUE, type RefreshJobData, typ
  * JOB_LOCK_MS (a live worker renews it every half of that), and every worker looks for lapsed locks every
  * STALLED_CHECK_MS, so the job runs again within their sum (15 s; BullMQ's defaults make it up to 60 s).
  * Running a refresh job twice is harmless (refresh lock, compare, versioned write), so a job is never failed
- * for having stalled: a channel's job lives as long as the channel is warm, so its stall count only grows,
- * and BullMQ's default (fail on the second stall) would drop the job and leave the channel without refreshes
- * until the next reconcile re-created it.
+ * for having stalled (and a failed one is removed: its channel is claimed again when its lease ends).
  */
 export const JOB_LOCK_MS = 10_000;
 export const STALLED_CHECK_MS = 5_000;
 const MAX_STALLED_COUNT = Number.MAX_SAFE_INTEGER;
+/** How often each worker looks for warm channels whose refresh is due (the largest lateness of a refresh). */
+export const SWEEP_INTERVAL_MS = 250;
+/** A claimed channel comes due again after this if its job never ran (its worker died between claim and queue). */
+export const SWEEP_LEASE_MS = 15_000;
+/** Most channels claimed in one step; a sweep repeats the step while it gets this many. */
+export const SWEEP_BATCH = 500;
 
 export interface RefreshWorkerOptions {
   connection: ConnectionOptions;
@@ -31,6 +36,7 @@ export interface RefreshWorkerOptions {
   accounts: AccountRegistry;
   service: ChannelTokenService;
   store: TokenStore;
+  warmSet: WarmSetStore;
   queue: RefreshQueue;
   clock: Clock;
   logger: Logger;
@@ -39,13 +45,17 @@ export interface RefreshWorkerOptions {
 }
 
 /**
- * The BullMQ worker: runs refresh jobs (each moves itself to its next due time, so a warm channel keeps
- * exactly one job) and the repeatable reconcile job. Stalled jobs of a killed worker are picked up again
- * by BullMQ's stalled-job check.
+ * The BullMQ worker: sweeps the warm set for due refreshes (claiming them, so each is queued once by one
+ * worker), runs the refresh jobs (each ends by putting its channel's next refresh time in the warm set) and
+ * the repeatable reconcile job. Stalled jobs of a killed worker are picked up again by BullMQ's stalled-job
+ * check; a claimed channel whose job was never queued comes due again when its lease ends.
  */
 export class RefreshWorker {
   private worker: Worker<RefreshJobData> | undefined;
   private keeper: NodeJS.Timeout | undefined;
+  private sweeper: NodeJS.Timeout | undefined;
+  private sweeping: Promise<void> | undefined;
+  private sweepFailedAt = 0;
   private readonly o: RefreshWorkerOptions;
 
   constructor(options: RefreshWorkerOptions) {
@@ -58,7 +68,7 @@ export class RefreshWorker {
 
   async start(): Promise<void> {
     const { logger } = this.o;
-    this.worker = new Worker<RefreshJobData>(REFRESH_QUEUE, (job, token) => this.process(job, token), {
+    this.worker = new Worker<RefreshJobData>(REFRESH_QUEUE, (job) => this.process(job), {
       connection: this.o.connection,
       prefix: this.o.prefix,
       concurrency: this.o.concurrency,
@@ -76,6 +86,35 @@ export class RefreshWorker {
     // If Redis loses its data the job scheduler goes with it: put it back regularly.
     this.keeper = setInterval(() => void this.keepReconcileScheduled(), this.o.reconcileEveryMs);
     this.keeper.unref();
+    this.scheduleSweep(0);
+  }
+
+  private scheduleSweep(delayMs: number): void {
+    this.sweeper = setTimeout(() => {
+      this.sweeping = this.sweep().finally(() => {
+        this.sweeping = undefined;
+        if (this.sweeper !== undefined) this.scheduleSweep(SWEEP_INTERVAL_MS);
+      });
+    }, delayMs);
+    this.sweeper.unref();
+  }
+
+  /** Claims every due refresh of every account and queues a job for each. */
+  async sweep(): Promise<void> {
+    const { accounts, warmSet, queue, clock, logger } = this.o;
+    try {
+      for (const account of accounts.all) {
+        for (;;) {
+          const claimed = await warmSet.claimDue(account.appId, clock.now(), SWEEP_LEASE_MS, SWEEP_BATCH);
+          await queue.dispatch(account.appId, claimed);
+          if (claimed.length < SWEEP_BATCH) break;
+        }
+      }
+    } catch (err) {
+      // Redis away: logged once a minute, tried again at the next sweep.
+      if (Date.now() - this.sweepFailedAt >= 60_000) logger.warn({ err: (err as Error).message }, 'could not sweep the warm set for due refreshes');
+      this.sweepFailedAt = Date.now();
+    }
   }
 
   /** Stops taking jobs and waits for the ones in progress to finish. */
@@ -86,6 +125,9 @@ export class RefreshWorker {
    */
   async stop(graceMs: number): Promise<void> {
     if (this.keeper !== undefined) clearInterval(this.keeper);
+    if (this.sweeper !== undefined) clearTimeout(this.sweeper);
+    this.sweeper = undefined;
+    await this.sweeping;
     const worker = this.worker;
     if (worker === undefined) return;
     await closeOrDrop('the refresh worker', () => worker.close(), () => worker.disconnect(), graceMs, this.o.logger);
@@ -93,7 +135,7 @@ export class RefreshWorker {
 
   async runReconcile(): Promise<void> {
     const result = await reconcile(this.o);
-    if (result.recreated > 0) this.o.logger.info(result, 'reconcile re-created refresh jobs');
+    if (result.recreated > 0 || result.pinned > 0) this.o.logger.info(result, 'reconcile pinned configured channels or put lost ones back in the schedule');
   }
 
   private async keepReconcileScheduled(): Promise<void> {
@@ -108,12 +150,12 @@ export class RefreshWorker {
   private async refillPool(data: RefreshJobData): Promise<void> {
     const account = this.o.accounts.byAppId(data.appId);
     if (this.o.watchUrls === undefined || account === undefined) return;
-    if (!(await this.o.store.isWarm(account.appId, data.channelId))) return;
+    if ((await this.o.warmSet.entry(account.appId, data.channelId)) === null) return;
     const minted = await this.o.watchUrls.refill(account, data.channelId);
     if (minted > 0) this.o.logger.info({ channelId: data.channelId, minted }, 'watch URL pool refilled');
   }
 
-  private async process(job: Job<RefreshJobData>, token: string | undefined): Promise<void> {
+  private async process(job: Job<RefreshJobData>): Promise<void> {
     if (job.name === RECONCILE_JOB) {
       await this.runReconcile();
       return;
@@ -122,16 +164,13 @@ export class RefreshWorker {
       await this.refillPool(job.data);
       return;
     }
-    const { store, clock, logger } = this.o;
-    const log = logger.child({ jobId: job.id, channelId: job.data.channelId });
+    const { appId, channelId } = job.data;
+    const log = this.o.logger.child({ jobId: job.id, channelId });
     const decision = await processRefresh({ ...this.o, logger: log }, job.data);
     if (decision.kind === 'done') {
-      log.info({ reason: decision.reason }, 'refresh job finished');
+      log.info({ reason: decision.reason }, 'channel refresh ended');
       return;
     }
-    if (decision.failures !== (job.data.failures ?? 0)) await job.updateData({ ...job.data, failures: decision.failures });
-    await store.setNextRefresh(job.data.appId, job.data.channelId, decision.at);
-    await job.moveToDelayed(Date.now() + Math.max(0, decision.at - clock.now()), token);
-    throw new DelayedError();
+    await this.o.service.reschedule(appId, channelId, decision.at);
   }
 }

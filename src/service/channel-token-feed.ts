@@ -76,6 +76,11 @@ export class ChannelTokenFeed {
     return this.watched.size;
   }
 
+  /** The channels watched now (each counts as read while it is: see ReadTracker). */
+  watchedList(): Iterable<{ readonly appId: string; readonly channelId: string }> {
+    return this.watched.values();
+  }
+
   /** Calls `listener` with every update of the channel from now on; returns the function that stops it. */
   watch(appId: string, channelId: string, listener: FeedListener): () => void {
     const key = keyOf(appId, channelId);

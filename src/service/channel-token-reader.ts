@@ -8,6 +8,7 @@ import type { CachedToken, TokenStore } from '../store/token-store.js';
 import type { ChannelRefresher } from './channel-refresher.js';
 import { LastServedTokens } from './last-served-tokens.js';
 import type { LocalTokenCache } from '../store/local-token-cache.js';
+import type { ReadTracker } from './read-tracker.js';
 import { recordServed, servedRecorder } from './record-served.js';
 import { isServable, type TimingPolicy } from './refresh-timing.js';
 
@@ -30,6 +31,8 @@ export interface ChannelTokenReaderOptions {
   localCache?: LocalTokenCache | undefined;
   /** A report of the current token younger than this is answered with it, without a PolyV call. */
   reportMinAgeMs?: number | undefined;
+  /** Notes each token served (absent: reads are not tracked). */
+  reads?: ReadTracker | undefined;
 }
 
 /**
@@ -64,14 +67,14 @@ export class ChannelTokenReader {
       this.lastServed.redisAnswered();
       if (cached !== null && this.servableNow(cached)) {
         this.o.localCache?.fill(account.appId, channelId, cached, mark);
-        this.lastServed.remember(account.appId, channelId, cached);
+        this.remember(account.appId, channelId, cached);
         return this.served(channelId, cached, 'hit');
       }
       const fresh = await this.o.refresher.refreshWhen(account, channelId, 'miss', (cur) => cur === null || !this.servableNow(cur), {
         justRead: cached,
         caller,
       });
-      this.lastServed.remember(account.appId, channelId, fresh);
+      this.remember(account.appId, channelId, fresh);
       return this.served(channelId, fresh, 'miss');
     } catch (err) {
       if (!(err instanceof RedisUnavailableError)) throw err;
@@ -89,7 +92,7 @@ export class ChannelTokenReader {
   peekToken(account: PolyvAccount, channelId: string): ServedToken | undefined {
     const cached = this.o.localCache?.get(account.appId, channelId);
     if (cached === undefined || !this.servableNow(cached)) return undefined;
-    this.lastServed.remember(account.appId, channelId, cached);
+    this.remember(account.appId, channelId, cached);
     return this.served(channelId, cached, 'hit');
   }
 
@@ -120,7 +123,7 @@ export class ChannelTokenReader {
       this.lastServed.redisFailed();
       return this.fromMemory(account, channelId, err, rejectedToken);
     }
-    this.lastServed.remember(account.appId, channelId, fresh);
+    this.remember(account.appId, channelId, fresh);
     return this.served(channelId, fresh, 'refresh');
   }
 
@@ -149,6 +152,12 @@ export class ChannelTokenReader {
 
   private servableNow(token: CachedToken): boolean {
     return isServable(token.expireTime, this.o.clock.now(), this.o.timing);
+  }
+
+  /** A token served: kept for Redis outages, and the read noted (it keeps an on-demand channel warm). */
+  private remember(appId: string, channelId: string, token: CachedToken): void {
+    this.lastServed.remember(appId, channelId, token);
+    this.o.reads?.note(appId, channelId);
   }
 
   private served(channelId: string, token: CachedToken, outcome: ServedToken['outcome']): ServedToken {

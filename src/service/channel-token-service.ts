@@ -4,10 +4,10 @@ import type { CachedToken } from '../store/token-store.js';
 import type { ChannelRefresher } from './channel-refresher.js';
 import type { ChannelTokenReader, ServedToken } from './channel-token-reader.js';
 import type { TimingPolicy } from './refresh-timing.js';
-import type { ChannelState, WarmChannels } from './warm-channels.js';
+import type { ChannelState, WarmChannels, WarmReview, WarmWindow } from './warm-channels.js';
 
 export type { ServedToken } from './channel-token-reader.js';
-export type { ChannelState, RefreshScheduler } from './warm-channels.js';
+export type { ChannelState, WarmReview, WarmState, WarmWindow } from './warm-channels.js';
 
 /**
  * Channel tokens as the HTTP API, the worker and the on-call CLI see them: one face over the three parts
@@ -47,8 +47,20 @@ export class ChannelTokenService {
     return this.refresher.forceRefresh(account, channelId);
   }
 
-  warm(account: PolyvAccount, channelId: string): Promise<ChannelState> {
-    return this.warmChannels.warm(account, channelId);
+  warm(account: PolyvAccount, channelId: string, window?: WarmWindow): Promise<ChannelState> {
+    return this.warmChannels.warm(account, channelId, window);
+  }
+
+  ensurePinned(appId: string, channelId: string): Promise<boolean> {
+    return this.warmChannels.ensurePinned(appId, channelId);
+  }
+
+  review(appId: string, channelId: string): Promise<WarmReview> {
+    return this.warmChannels.review(appId, channelId);
+  }
+
+  reschedule(appId: string, channelId: string, dueAt: number): Promise<void> {
+    return this.warmChannels.reschedule(appId, channelId, dueAt);
   }
 
   unwarm(account: PolyvAccount, channelId: string): Promise<boolean> {
@@ -61,9 +73,5 @@ export class ChannelTokenService {
 
   list(account: PolyvAccount): Promise<ChannelState[]> {
     return this.warmChannels.list(account);
-  }
-
-  schedule(appId: string, channelId: string, dueAt: number, options?: { firstToken?: boolean }): Promise<void> {
-    return this.warmChannels.schedule(appId, channelId, dueAt, options);
   }
 }

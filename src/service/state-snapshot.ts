@@ -2,9 +2,11 @@ import type { Clock } from '../lib/clock.js';
 import type { StateSnapshot } from '../metrics/state-gauges.js';
 import type { CallBudget } from '../store/call-budget.js';
 import type { TokenStore } from '../store/token-store.js';
+import type { WarmSetStore } from '../store/warm-set-store.js';
 import type { AccountBudgets } from './account-budgets.js';
 import type { AccountRegistry } from './account-registry.js';
 import type { TimingPolicy } from './refresh-timing.js';
+import type { WarmCapacity } from './warm-capacity.js';
 
 /** A warm channel counts as stale this long after its refresh was due without a new token. */
 export const STALE_GRACE_MS = 60_000;
@@ -12,6 +14,8 @@ export const STALE_GRACE_MS = 60_000;
 export interface SnapshotDeps {
   accounts: AccountRegistry;
   store: TokenStore;
+  warmSet: WarmSetStore;
+  capacity: WarmCapacity;
   budget: CallBudget;
   /** The refresh queue's job counts by state (BullMQ's getJobCounts). */
   jobCounts(): Promise<Record<string, number>>;
@@ -23,7 +27,7 @@ export interface SnapshotDeps {
   maxLabeledChannels: number;
 }
 
-/** Reads the state the gauges report, in batched round trips (SSCAN + pipelines), so it scales to many channels. */
+/** Reads the state the gauges report, in batched round trips (ZSCAN + pipelines), so it scales to many channels. */
 export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot> {
   const now = d.clock.now();
   const channelBudgetsPerHour = Object.fromEntries(
@@ -31,11 +35,21 @@ export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot>
   );
   let warmChannels = 0;
   let staleChannels = 0;
+  const warmByMode = { pinned: 0, 'on-demand': 0, window: 0 };
   let maxRatio = 0;
   const channels: Array<StateSnapshot['channels'][number]> = [];
   try {
     for (const account of d.accounts.all) {
-      for await (const batch of d.store.scanWarm(account.appId)) {
+      const [counts, windows] = await Promise.all([d.warmSet.count(account.appId), d.warmSet.windowsOf(account.appId)]);
+      warmByMode.pinned += counts.pinned;
+      warmByMode['on-demand'] += counts.onDemand;
+      warmByMode.window += counts.window;
+      // A window that has not opened has no token yet, and is not late.
+      const notOpen = (channelId: string) => {
+        const from = windows.get(channelId)?.warmFrom ?? null;
+        return from !== null && now < from - d.timing.refreshBeforeMs;
+      };
+      for await (const batch of d.warmSet.scan(account.appId)) {
         const [expiries, used] = await Promise.all([
           d.store.readExpiries(account.appId, batch),
           d.budget.usedMany(account.appId, batch),
@@ -45,7 +59,8 @@ export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot>
           const calls = used[i] ?? 0;
           warmChannels += 1;
           maxRatio = Math.max(maxRatio, calls / d.budgets.perHour(account, 'channel'));
-          if (expireTime === null || now > expireTime - d.timing.refreshBeforeMs + STALE_GRACE_MS) staleChannels += 1;
+          const late = expireTime === null || now > expireTime - d.timing.refreshBeforeMs + STALE_GRACE_MS;
+          if (late && !notOpen(channelId)) staleChannels += 1;
           if (channels.length < d.maxLabeledChannels) {
             channels.push({
               account: account.name,
@@ -65,6 +80,9 @@ export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot>
     return {
       redisUp: true,
       warmChannels,
+      warmByMode,
+      warmCapacityRatio: d.capacity.utilization(warmChannels),
+      warmCapacityChannels: d.capacity.figures.capacityChannels,
       staleChannels,
       jobs,
       globalCallsLast10s: globalCalls,
@@ -79,6 +97,9 @@ export async function takeStateSnapshot(d: SnapshotDeps): Promise<StateSnapshot>
     return {
       redisUp: false,
       warmChannels,
+      warmByMode,
+      warmCapacityRatio: d.capacity.utilization(warmChannels),
+      warmCapacityChannels: d.capacity.figures.capacityChannels,
       staleChannels,
       jobs: {},
       globalCallsLast10s: 0,

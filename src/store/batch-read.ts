@@ -1,10 +1,10 @@
 import type { RedisClient } from './redis-scripts.js';
 
-/** One read command: its name, its only key, and its other arguments. */
+/** One single-key command (a read, or an idempotent write): its name, its only key, and its other arguments. */
 export type ReadCommand = readonly [command: string, key: string, ...args: Array<string | number>];
 
 /**
- * Runs many single-key reads in one round trip and returns each reply, or null where Redis refused that one
+ * Runs many single-key commands (reads, or idempotent writes such as recorded reads) in one round trip and returns each reply, or null where Redis refused that one
  * command. A connection failure rejects the whole batch.
  *
  * On one Redis this is a pipeline. On a Cluster, ioredis refuses a pipeline whose keys span hash slots (and

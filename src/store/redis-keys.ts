@@ -18,7 +18,10 @@ export class RedisKeys {
     return `${this.channel(appId, channelId)}:token`;
   }
 
-  /** Hash: seq (call counter, the version source), tokenVersion, lastError*, lastRefreshAt, nextRefreshAt. */
+  /**
+   * Hash: seq (call counter, the version source), tokenVersion, lastError*, lastRefreshAt, lastReadAt (key
+   * schema v1 replicas also write nextRefreshAt, which v2 keeps in `schedule`).
+   */
   status(appId: string, channelId: string): string {
     return `${this.channel(appId, channelId)}:status`;
   }
@@ -71,9 +74,35 @@ export class RedisKeys {
     return `${resourceKey}:failure`;
   }
 
-  /** Set of the account's warm channel IDs. */
+  /**
+   * Key schema v1 only: the set of the account's warm channel IDs. Read by the migration to v2 (and still
+   * written by v1 replicas while a rolling upgrade runs); v2 replicas keep the warm set in `schedule`.
+   */
   warm(appId: string): string {
     return `${this.prefix}:{${appId}}:warm`;
+  }
+
+  /**
+   * Sorted set, the warm set (key schema v2): every channel kept warm, scored by the epoch ms its refresh is
+   * next due (a worker that claimed it moved the score a lease ahead). Members only, no per-channel key.
+   */
+  schedule(appId: string): string {
+    return `${this.prefix}:{${appId}}:schedule`;
+  }
+
+  /** Hash: pinned channel ID -> epoch ms it was pinned (by configuration or PUT without a window). */
+  pinned(appId: string): string {
+    return `${this.prefix}:{${appId}}:pinned`;
+  }
+
+  /** Hash: channel ID -> "<warmFrom>:<warmUntil>" (epoch ms, either may be empty): channels warm in a window. */
+  windows(appId: string): string {
+    return `${this.prefix}:{${appId}}:windows`;
+  }
+
+  /** String: the key schema version the fleet's workers have migrated to ("2"). */
+  schemaVersion(): string {
+    return `${this.prefix}:{global}:schema-version`;
   }
 
   /** Sorted set of every PolyV call of the fleet in the rolling 10 s (the per-IP limit). */

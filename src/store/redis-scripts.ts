@@ -1,5 +1,5 @@
 import type { Redis, Cluster, Result } from 'ioredis';
-import { POP_FRESH_LUA, RELEASE_LOCK_LUA, TAKE_FLEET_SLOT_LUA, TAKE_SLOT_LUA, TRIM_STALE_LUA, WRITE_TOKEN_LUA } from './scripts.js';
+import { CLAIM_DUE_LUA, POP_FRESH_LUA, RELEASE_LOCK_LUA, TAKE_FLEET_SLOT_LUA, TAKE_SLOT_LUA, TRIM_STALE_LUA, WRITE_TOKEN_LUA } from './scripts.js';
 
 export type RedisClient = Redis | Cluster;
 
@@ -43,6 +43,7 @@ declare module 'ioredis' {
     ptbReleaseLock(lockKey: string, owner: string): Result<number, Context>;
     ptbPopFresh(poolKey: string, minMintedAt: number): Result<string | null, Context>;
     ptbTrimStale(poolKey: string, minMintedAt: number): Result<number, Context>;
+    ptbClaimDue(scheduleKey: string, now: number, leaseMs: number, limit: number): Result<string[], Context>;
   }
 }
 
@@ -57,6 +58,7 @@ export function defineScripts(redis: RedisClient): RedisClient {
   redis.defineCommand('ptbReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK_LUA });
   redis.defineCommand('ptbPopFresh', { numberOfKeys: 1, lua: POP_FRESH_LUA });
   redis.defineCommand('ptbTrimStale', { numberOfKeys: 1, lua: TRIM_STALE_LUA });
+  redis.defineCommand('ptbClaimDue', { numberOfKeys: 1, lua: CLAIM_DUE_LUA });
   defined.add(redis);
   return redis;
 }

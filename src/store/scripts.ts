@@ -17,7 +17,7 @@ if version <= current then return 0 end
 redis.call('HSET', KEYS[1], 'token', ARGV[2], 'expireTime', ARGV[3], 'version', ARGV[1], 'fetchedAt', ARGV[4])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 redis.call('HSET', KEYS[2], 'tokenVersion', ARGV[1], 'lastRefreshAt', ARGV[4])
-redis.call('HDEL', KEYS[2], 'lastErrorCode', 'lastErrorMessage', 'lastErrorAt', 'lastErrorRetryAfterMs')
+redis.call('HDEL', KEYS[2], 'lastErrorCode', 'lastErrorMessage', 'lastErrorAt', 'lastErrorRetryAfterMs', 'refreshFailures')
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 `;
@@ -156,4 +156,19 @@ while true do
   redis.call('LPOP', KEYS[1])
 end
 return redis.call('LLEN', KEYS[1])
+`;
+
+/**
+ * Claims the warm channels whose refresh is due: each is moved a lease ahead in the same step, so two workers
+ * never claim one channel, and a channel whose refresh job is lost (its worker died before queueing it) comes
+ * due again when the lease ends. The refresh job sets the real next time when it finishes.
+ * KEYS: the schedule sorted set. ARGV: now, leaseMs, limit. Returns the claimed channel IDs.
+ */
+export const CLAIM_DUE_LUA = `
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local leased = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for _, member in ipairs(due) do
+  redis.call('ZADD', KEYS[1], 'XX', leased, member)
+end
+return due
 `;

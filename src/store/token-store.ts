@@ -22,7 +22,8 @@ export interface CachedToken {
 /** What the broker remembers about a channel beyond its token (on-call reads it with HGETALL). */
 export interface ChannelStatus {
   readonly lastRefreshAt: number | undefined;
-  readonly nextRefreshAt: number | undefined;
+  /** Epoch ms of the last read any replica recorded (to within its flush interval). */
+  readonly lastReadAt: number | undefined;
   /** The last refresh failure of the channel (the refresh core's failure record). */
   readonly lastError: FailureRecord | undefined;
 }
@@ -33,7 +34,7 @@ function num(value: string | undefined): number | undefined {
   return Number.isFinite(n) ? n : undefined;
 }
 
-/** Redis-backed state of channel tokens: the cached token, its status, the refresh lock, warm channels. */
+/** Redis-backed state of channel tokens: the cached token, its status (reads included) and the refresh lock. */
 export class TokenStore {
   private readonly redis: RedisClient;
   private readonly keys: RedisKeys;
@@ -146,7 +147,7 @@ export class TokenStore {
     const at = num(h['lastErrorAt']);
     return {
       lastRefreshAt: num(h['lastRefreshAt']),
-      nextRefreshAt: num(h['nextRefreshAt']),
+      lastReadAt: num(h['lastReadAt']),
       lastError:
         h['lastErrorCode'] !== undefined && at !== undefined
           ? {
@@ -169,8 +170,9 @@ export class TokenStore {
     await guardRedis(this.redis.hset(this.keys.status(appId, channelId), fields));
   }
 
-  async setNextRefresh(appId: string, channelId: string, at: number): Promise<void> {
-    await guardRedis(this.redis.hset(this.keys.status(appId, channelId), 'nextRefreshAt', at));
+  /** Counts one more failed scheduled refresh in a row (reset by the next token written); returns the count. */
+  async countRefreshFailure(appId: string, channelId: string): Promise<number> {
+    return guardRedis(this.redis.hincrby(this.keys.status(appId, channelId), 'refreshFailures', 1));
   }
 
   async isLocked(appId: string, channelId: string): Promise<boolean> {
@@ -190,36 +192,23 @@ export class TokenStore {
     return guardRedis(this.redis.get(this.keys.rejected(appId, channelId)));
   }
 
-  async addWarm(appId: string, channelId: string): Promise<boolean> {
-    return (await guardRedis(this.redis.sadd(this.keys.warm(appId), channelId))) === 1;
+  /**
+   * Records that channels were read (by any consumer of this replica) at `at`, in one batched write:
+   * `lastReadAt` in each status hash, which decides when an on-demand channel idles out.
+   */
+  async recordReads(entries: ReadonlyArray<{ readonly appId: string; readonly channelId: string }>, at: number): Promise<void> {
+    await guardRedis(batchRead(this.redis, entries.map((e) => ['hset', this.keys.status(e.appId, e.channelId), 'lastReadAt', at] as const)));
   }
 
-  async removeWarm(appId: string, channelId: string): Promise<boolean> {
-    return (await guardRedis(this.redis.srem(this.keys.warm(appId), channelId))) === 1;
-  }
-
-  async isWarm(appId: string, channelId: string): Promise<boolean> {
-    return (await guardRedis(this.redis.sismember(this.keys.warm(appId), channelId))) === 1;
-  }
-
-  async countWarm(appId: string): Promise<number> {
-    return guardRedis(this.redis.scard(this.keys.warm(appId)));
-  }
-
-  /** Iterates the warm set in batches (SSCAN), so 100k channels never block Redis. */
-  async *scanWarm(appId: string, batch = 500): AsyncGenerator<string[]> {
-    let cursor = '0';
-    do {
-      const [next, members] = await guardRedis(this.redis.sscan(this.keys.warm(appId), cursor, 'COUNT', batch));
-      cursor = next;
-      if (members.length > 0) yield members;
-    } while (cursor !== '0');
+  /** Sets `lastReadAt` unless one is recorded (the migration from key schema v1, which had none). */
+  async recordReadIfNone(appId: string, channelIds: readonly string[], at: number): Promise<void> {
+    await guardRedis(batchRead(this.redis, channelIds.map((ch) => ['hsetnx', this.keys.status(appId, ch), 'lastReadAt', at] as const)));
   }
 
   /** Forgets a channel's cached token and status (the budget window is kept: calls made still count). */
   async forget(appId: string, channelId: string): Promise<void> {
     await guardRedis(this.redis.del(this.keys.token(appId, channelId)));
-    await guardRedis(this.redis.hdel(this.keys.status(appId, channelId), 'nextRefreshAt', 'lastErrorCode', 'lastErrorMessage', 'lastErrorAt', 'lastErrorRetryAfterMs'));
+    await guardRedis(this.redis.hdel(this.keys.status(appId, channelId), 'nextRefreshAt', 'lastErrorCode', 'lastErrorMessage', 'lastErrorAt', 'lastErrorRetryAfterMs', 'refreshFailures'));
     await this.announceTokenChange(appId, channelId);
   }
 

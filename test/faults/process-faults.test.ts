@@ -189,7 +189,7 @@ describe('a worker SIGKILLed in the middle of a refresh', () => {
     expect(await sumApiMetric('polyv_broker_refreshes_total', { trigger: 'miss' })).toBe(missBefore);
     const a = await audit('worker kill #2', from, to, { supersededGraceMs: to - killedAt });
     expect(invariants(a)).toEqual(ZERO_VIOLATIONS);
-    expect(await fleet.refreshJobStates([VICTIM]), 'no lost channel: its job is still scheduled').toEqual({ [VICTIM]: 'delayed' });
+    expect(await fleet.scheduleStates([VICTIM]), 'no lost channel: it is still scheduled').toEqual({ [VICTIM]: 'scheduled' });
   });
 });
 
@@ -286,8 +286,8 @@ describe('the whole run', () => {
     for (const n of perChannel.values()) expect(n).toBeLessThanOrEqual(fleet.budgetPerHour);
     expect(fleet.describeProblems()).toBe('');
     expect(fleet.leakedTokens(driver.tokens), 'tokens in the logs').toEqual([]);
-    const jobs = await fleet.refreshJobStates([...WARM, PUT_CHANNEL]);
-    expect(Object.entries(jobs).filter(([, state]) => !['delayed', 'waiting', 'active'].includes(state)), 'every warm channel has its refresh job').toEqual([]);
+    const scheduled = await fleet.scheduleStates([...WARM, PUT_CHANNEL]);
+    expect(Object.entries(scheduled).filter(([, state]) => state !== 'scheduled'), 'every warm channel is still scheduled').toEqual([]);
     for (const p of fleet.brokers) await p.stop();
     for (const p of fleet.brokers) expect(p.stopExitCodes.at(-1), `${p.name} exit code`).toBe(0);
     const errors = fleet.brokers.flatMap((p) => [...p.errorLines].map(([m, n]) => `${p.name}: ${m} ×${n} (first: ${p.errorSamples.get(m)})`));

@@ -1,11 +1,11 @@
 import { Router, type Response } from 'express';
 import { accountOf, channelIdOf } from '../route-params.js';
-import { disposableQuery, rejectedTokenBody } from '../api-schemas.js';
+import { disposableQuery, rejectedTokenBody, warmWindowBody } from '../api-schemas.js';
 import { authorize, consumerOf, mayAccess } from '../authorize.js';
 import { BrokerError, RequestError } from '../../errors/broker-error.js';
 import type { BrokerMetrics } from '../../metrics/broker-metrics.js';
 import type { AccountRegistry } from '../../service/account-registry.js';
-import type { ChannelTokenService, ServedToken } from '../../service/channel-token-service.js';
+import type { ChannelTokenService, ServedToken, WarmWindow } from '../../service/channel-token-service.js';
 import type { DisposableTokenService } from '../../service/disposable-token-service.js';
 
 export interface ChannelRoutesDeps {
@@ -16,6 +16,18 @@ export interface ChannelRoutesDeps {
 }
 
 const MAX_TOKEN_LENGTH = 4096;
+
+/** The optional warm window of a PUT; no body, or an empty one, pins the channel. */
+function warmWindowOf(body: unknown): WarmWindow | undefined {
+  if (body === undefined || body === null) return undefined;
+  const parsed = warmWindowBody.safeParse(body);
+  if (!parsed.success) {
+    const detail = parsed.error.issues[0]?.message ?? 'invalid';
+    throw new RequestError('invalid_request', `body must be empty or JSON {"warmFrom": <epoch ms>, "warmUntil": <epoch ms>} (both optional): ${detail}`);
+  }
+  const { warmFrom, warmUntil } = parsed.data;
+  return warmFrom === undefined && warmUntil === undefined ? undefined : { warmFrom: warmFrom ?? null, warmUntil: warmUntil ?? null };
+}
 
 function tokenBody(t: ServedToken) {
   return { channelId: t.channelId, channelToken: t.channelToken, expireTime: t.expireTime };
@@ -89,7 +101,7 @@ export function channelRoutes(deps: ChannelRoutesDeps): Router {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
     authorize(res, { account, channelId, kind: 'channel' });
-    res.json(await service.warm(account, channelId));
+    res.json(await service.warm(account, channelId, warmWindowOf(req.body)));
   });
 
   router.delete('/:channelId', async (req, res) => {

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import { freePort, startRedisServer, type RedisServerHandle } from '../../../src/infra/redis-server.js';
 import type { SimCall, SimFault } from '../../../src/sim/polyv-simulator.js';
 
@@ -322,18 +322,16 @@ export class Fleet {
     }, this.problems, [FAULT_KEY, ...Object.values(this.options.consumers ?? {})]);
   }
 
-  /** BullMQ state of each channel's refresh job ('missing' when there is none). */
-  async refreshJobStates(channels: readonly string[]): Promise<Record<string, string>> {
-    const queue = new Queue('refresh', { connection: { host: '127.0.0.1', port: this.redisPort }, prefix: '{ptb}:bull' });
+  /** Whether each channel is in the warm set's schedule ('scheduled') or not ('missing'). */
+  async scheduleStates(channels: readonly string[]): Promise<Record<string, string>> {
+    const redis = new Redis({ host: '127.0.0.1', port: this.redisPort, lazyConnect: true });
     try {
+      await redis.connect();
       const out: Record<string, string> = {};
-      for (const ch of channels) {
-        const job = await queue.getJob(`refresh-${FAULT_ACCOUNT.appId}-${ch}`);
-        out[ch] = job === undefined ? 'missing' : await job.getState();
-      }
+      for (const ch of channels) out[ch] = (await redis.zscore(`ptb:{${FAULT_ACCOUNT.appId}}:schedule`, ch)) === null ? 'missing' : 'scheduled';
       return out;
     } finally {
-      await queue.close();
+      await redis.quit();
     }
   }
 
