@@ -36,8 +36,10 @@ export async function demo(env: NodeJS.ProcessEnv, print: (line: string) => void
 
 Read a cached token of a warm channel:
   curl -s ${auth} ${broker.url}/v1/channels/1000001/token
-A cold channel (fetched once, then kept warm):
+A cold channel (fetched once, then kept warm while it is read):
   curl -s ${auth} ${broker.url}/v1/channels/1000003/token
+Keep a channel warm for a live event (fetched shortly before warmFrom, refreshed until warmUntil):
+  curl -s ${auth} -X PUT -H 'Content-Type: application/json' -d "{\"warmFrom\": $(( $(date +%s) * 1000 + 600000 )), \"warmUntil\": $(( $(date +%s) * 1000 + 7800000 ))}" ${broker.url}/v1/channels/3151318
 Report a token PolyV rejected (compare-and-refresh):
   curl -s ${auth} -H 'Content-Type: application/json' -d '{"rejectedToken":"<token>"}' ${broker.url}/v1/channels/1000001/token/refresh
 Warm channels and their state:
