@@ -113,6 +113,26 @@ describe('npm run demo (polyv-token-broker demo)', () => {
     expect(bad.stderr).toContain('channel ID must be 1-20 digits');
   });
 
+  it('on-call sees warm windows and the warm set by mode', async () => {
+    const warmFrom = Date.now() + 3_600_000;
+    const warmUntil = warmFrom + 7_200_000;
+    const put = await fetch(`${brokerUrl}/v1/channels/3151318`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${DEMO_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ warmFrom, warmUntil }),
+    });
+    expect(put.status).toBe(200);
+
+    const listed = JSON.parse(cli(['channels', '--json']).stdout) as { channels: Array<Record<string, unknown>> };
+    expect(listed.channels.find((c) => c['channelId'] === '3151318')).toMatchObject({ warm: false, warmFrom, warmUntil });
+    const table = cli(['channels']).stdout;
+    expect(table).toMatch(new RegExp(`3151318\\tno\\t.*\\t${new Date(warmFrom).toISOString()}\\.\\.${new Date(warmUntil).toISOString()}`));
+    const human = cli(['inspect', '3151318']).stdout;
+    expect(human).toContain(`window:        ${new Date(warmFrom).toISOString()}..${new Date(warmUntil).toISOString()}`);
+    const summary = JSON.parse(cli(['inspect', '--json']).stdout) as Record<string, unknown>;
+    expect(summary).toMatchObject({ warmByMode: { pinned: 2, 'on-demand': 0, window: 1 }, warmCapacityChannels: 394_200, keySchema: 2 });
+  });
+
   it('stops cleanly on SIGTERM (exit 0) and removes the embedded Redis address', async () => {
     const exited = new Promise<number | null>((resolve) => demo.once('exit', (code) => resolve(code)));
     demo.kill('SIGTERM');

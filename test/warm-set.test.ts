@@ -133,6 +133,7 @@ describe('warm windows', () => {
     expect(put.status).toBe(200);
     expect(put.body).toMatchObject({ warm: false, warmFrom, warmUntil, expireTime: null });
     expect(await listed(first)).toEqual(['2000001']);
+    expect(await first.app.metrics.registry.metrics()).toMatch(/polyv_broker_warm_channels_by_mode\{mode="window"\} 1\n/);
     // Every replica restarts before the window opens: the window lives in Redis.
     await first.stop();
     const b = await broker({ BROKER_REDIS_PREFIX: prefix });

@@ -39,7 +39,7 @@ Read a cached token of a warm channel:
 A cold channel (fetched once, then kept warm while it is read):
   curl -s ${auth} ${broker.url}/v1/channels/1000003/token
 Keep a channel warm for a live event (fetched shortly before warmFrom, refreshed until warmUntil):
-  curl -s ${auth} -X PUT -H 'Content-Type: application/json' -d "{\"warmFrom\": $(( $(date +%s) * 1000 + 600000 )), \"warmUntil\": $(( $(date +%s) * 1000 + 7800000 ))}" ${broker.url}/v1/channels/3151318
+  curl -s ${auth} -X PUT -H 'Content-Type: application/json' -d "{\\"warmFrom\\": $(( $(date +%s) * 1000 + 600000 )), \\"warmUntil\\": $(( $(date +%s) * 1000 + 7800000 ))}" ${broker.url}/v1/channels/3151318
 Report a token PolyV rejected (compare-and-refresh):
   curl -s ${auth} -H 'Content-Type: application/json' -d '{"rejectedToken":"<token>"}' ${broker.url}/v1/channels/1000001/token/refresh
 Warm channels and their state:

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { ChainableCommander } from 'ioredis';
 import type { FailureRecord } from '../errors/broker-error.js';
-import { guardRedis } from './redis-unavailable.js';
+import { guardRedis, repliesOf } from './redis-unavailable.js';
 
 /** The first step of a refresh as one round trip reads it (see FlightStore.lockAndRead). */
 export interface LockedRead<T> {
@@ -45,9 +45,6 @@ export async function lockAndReadRaw(
 ): Promise<{ rejected: string | null; owner: string | null; value: unknown }> {
   const owner = randomUUID();
   const replies = await guardRedis(read(pipeline.get(keys.rejected).set(keys.lock, owner, 'PX', ttlMs, 'NX')).exec());
-  const [rejected, locked, value] = (replies ?? []).map(([err, reply]) => {
-    if (err !== null) throw err;
-    return reply;
-  });
+  const [rejected, locked, value] = repliesOf(replies);
   return { rejected: typeof rejected === 'string' ? rejected : null, owner: locked === 'OK' ? owner : null, value };
 }

@@ -9,6 +9,21 @@ export async function guardRedis<T>(operation: Promise<T>): Promise<T> {
   try {
     return await operation;
   } catch (err) {
-    throw isRedisUnavailableError(err) ? new RedisUnavailableError(err) : err;
+    throw typed(err);
   }
+}
+
+function typed(err: unknown): unknown {
+  return isRedisUnavailableError(err) ? new RedisUnavailableError(err) : err;
+}
+
+/**
+ * The replies of a pipeline or MULTI, in order; a command's own error is thrown as guardRedis would (a pipeline
+ * whose commands time out resolves with their errors instead of rejecting).
+ */
+export function repliesOf(results: Array<[error: Error | null, reply: unknown]> | null): unknown[] {
+  return (results ?? []).map(([err, reply]) => {
+    if (err !== null) throw typed(err);
+    return reply;
+  });
 }

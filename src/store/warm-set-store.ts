@@ -1,6 +1,6 @@
 import type { RedisKeys } from './redis-keys.js';
 import { defineScripts, type RedisClient } from './redis-scripts.js';
-import { guardRedis } from './redis-unavailable.js';
+import { guardRedis, repliesOf } from './redis-unavailable.js';
 
 /** How a channel came to be warm: how it leaves the warm set again. */
 export type WarmMode = 'pinned' | 'on-demand' | 'window';
@@ -60,7 +60,7 @@ export class WarmSetStore {
         .hdel(k.windows(appId), channelId)
         .zadd(k.schedule(appId), dueAt, channelId)
         .exec(),
-    );
+    ).then(repliesOf);
   }
 
   /** Makes a channel warm in a window (dropping a pin), its first refresh due at `dueAt`. */
@@ -73,7 +73,7 @@ export class WarmSetStore {
         .hdel(k.pinned(appId), channelId)
         .zadd(k.schedule(appId), dueAt, channelId)
         .exec(),
-    );
+    ).then(repliesOf);
   }
 
   /**
@@ -99,28 +99,28 @@ export class WarmSetStore {
   /** Takes a channel out of the warm set, whatever its mode; returns whether it was in it. */
   async leave(appId: string, channelId: string): Promise<boolean> {
     const k = this.keys;
-    const replies = await guardRedis(
-      this.redis
-        .multi()
-        .zrem(k.schedule(appId), channelId)
-        .hdel(k.pinned(appId), channelId)
-        .hdel(k.windows(appId), channelId)
-        .srem(k.warm(appId), channelId)
-        .exec(),
+    const [removed] = repliesOf(
+      await guardRedis(
+        this.redis
+          .multi()
+          .zrem(k.schedule(appId), channelId)
+          .hdel(k.pinned(appId), channelId)
+          .hdel(k.windows(appId), channelId)
+          .srem(k.warm(appId), channelId)
+          .exec(),
+      ),
     );
-    return Number(replies?.[0]?.[1] ?? 0) === 1;
+    return Number(removed) === 1;
   }
 
   /** The channel's place in the warm set, or null when it is not in it. */
   async entry(appId: string, channelId: string): Promise<WarmEntry | null> {
     const k = this.keys;
-    const replies = await guardRedis(
-      this.redis.pipeline().zscore(k.schedule(appId), channelId).hget(k.pinned(appId), channelId).hget(k.windows(appId), channelId).exec(),
-    );
-    const [score, pinned, window] = (replies ?? []).map(([err, value]) => {
-      if (err !== null) throw err;
-      return value as string | null;
-    });
+    const [score, pinned, window] = repliesOf(
+      await guardRedis(
+        this.redis.pipeline().zscore(k.schedule(appId), channelId).hget(k.pinned(appId), channelId).hget(k.windows(appId), channelId).exec(),
+      ),
+    ) as Array<string | null>;
     if (score === null || score === undefined) return null;
     const nextRefreshAt = Number(score);
     if (window !== null && window !== undefined) return { mode: 'window', nextRefreshAt, window: parseWindow(window) };
@@ -136,7 +136,7 @@ export class WarmSetStore {
   async count(appId: string): Promise<WarmCounts> {
     const k = this.keys;
     const replies = await guardRedis(this.redis.multi().zcard(k.schedule(appId)).hlen(k.pinned(appId)).hlen(k.windows(appId)).exec());
-    const [total = 0, pinned = 0, window = 0] = (replies ?? []).map(([, v]) => Number(v ?? 0));
+    const [total = 0, pinned = 0, window = 0] = repliesOf(replies).map(Number);
     return { total, pinned, window, onDemand: Math.max(0, total - pinned - window) };
   }
 
