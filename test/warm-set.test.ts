@@ -175,6 +175,14 @@ describe('warm windows', () => {
       expect(res.status, JSON.stringify(body)).toBe(400);
       expect(res.body.error.code).toBe('invalid_request');
     }
+    // A window sent as plain text would otherwise be ignored, and the channel pinned for good.
+    const text = await api<{ error: { code: string } }>(a.url, '/v1/channels/2000002', {
+      method: 'PUT',
+      rawBody: JSON.stringify({ warmUntil: now + 60_000 }),
+      headers: { 'content-type': 'text/plain' },
+    });
+    expect(text.status).toBe(415);
+    expect(text.body.error.code).toBe('unsupported_media_type');
     expect(await listed(a)).toEqual([]);
     expect(fx.sim.calls()).toEqual([]);
   });

@@ -44,7 +44,7 @@ const BAD_INPUT = {
   '400': error('bad channel ID, query or body (`invalid_channel_id`, `invalid_request`, `invalid_json`)'),
   '408': error('the request took longer than BROKER_HEADERS_TIMEOUT_MS / BROKER_REQUEST_TIMEOUT_MS (`request_timeout`)'),
   '413': error('a body over 16 KiB (`payload_too_large`)'),
-  '415': error('a body in another charset than UTF-8, or an unknown Content-Encoding (`unsupported_media_type`)'),
+  '415': error('a body in another charset than UTF-8, an unknown Content-Encoding, or a warm window not sent as JSON (`unsupported_media_type`)'),
   '431': error('request line and headers over 16 KiB (`headers_too_large`)'),
 };
 

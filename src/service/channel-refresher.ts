@@ -109,7 +109,7 @@ export class ChannelRefresher {
       });
       const written = await store.write(appId, channelId, token);
       const winner = written ? token : ((await store.read(appId, channelId)) ?? token);
-      await this.o.warmChannels.refreshed(appId, channelId, refreshDueAt(winner.expireTime, timing));
+      await this.o.warmChannels.refreshed(appId, channelId, refreshDueAt(winner.expireTime, timing), trigger !== 'scheduled');
       metrics.refreshes.inc({ trigger, outcome: 'success' });
       if (previous !== null) metrics.refreshLeadTime.observe({ trigger }, (previous.expireTime - token.fetchedAt) / 1000);
       logger.info({ appId, channelId, trigger, expireTime: winner.expireTime, written }, 'channel token refreshed');

@@ -115,9 +115,12 @@ export class WarmChannels {
 
   /**
    * After a fetch: a warm channel's next refresh is due at `dueAt`; a channel that is not warm joins on
-   * demand, unless its scheduled refreshes would take the warm set past the fleet-wide limit.
+   * demand (a read, a report or on-call asked for it: `mayJoin`), unless its scheduled refreshes would take
+   * the warm set past the fleet-wide limit. A scheduled refresh never adds: its channel may have been
+   * deleted while it ran.
    */
-  async refreshed(appId: string, channelId: string, dueAt: number): Promise<void> {
+  async refreshed(appId: string, channelId: string, dueAt: number, mayJoin: boolean): Promise<void> {
+    if (!mayJoin) return this.o.warmSet.reschedule(appId, channelId, dueAt);
     const admit = await this.o.capacity.hasRoom();
     if (await this.o.warmSet.refreshed(appId, channelId, dueAt, admit)) {
       this.o.capacity.admitted();

@@ -1,4 +1,4 @@
-import { Router, type Response } from 'express';
+import { Router, type Request, type Response } from 'express';
 import { accountOf, channelIdOf } from '../route-params.js';
 import { disposableQuery, rejectedTokenBody, warmWindowBody } from '../api-schemas.js';
 import { authorize, consumerOf, mayAccess } from '../authorize.js';
@@ -16,6 +16,11 @@ export interface ChannelRoutesDeps {
 }
 
 const MAX_TOKEN_LENGTH = 4096;
+
+/** Whether the request carries a body (a length above 0, or a chunked one). */
+function hasBody(req: Request): boolean {
+  return Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
+}
 
 /** The optional warm window of a PUT; no body, or an empty one, pins the channel. */
 function warmWindowOf(body: unknown): WarmWindow | undefined {
@@ -101,6 +106,10 @@ export function channelRoutes(deps: ChannelRoutesDeps): Router {
     const channelId = channelIdOf(req);
     const account = accountOf(req, accounts);
     authorize(res, { account, channelId, kind: 'channel' });
+    // A window sent as another type would be ignored by the JSON parser and the channel pinned instead.
+    if (req.body === undefined && hasBody(req) && !req.is('application/json')) {
+      throw new BrokerError('unsupported_media_type', 'a warm window must be sent as JSON (Content-Type: application/json)');
+    }
     res.json(await service.warm(account, channelId, warmWindowOf(req.body)));
   });
 
