@@ -1,15 +1,10 @@
 import { Worker, type ConnectionOptions, type Job } from 'bullmq';
-import type { Clock } from '../lib/clock.js';
-import type { Logger } from '../lib/logger.js';
 import { closeOrDrop } from '../lib/settle-within.js';
-import type { AccountRegistry } from '../service/account-registry.js';
-import type { ChannelTokenService } from '../service/channel-token-service.js';
 import type { WatchUrlService } from '../service/watch-url-service.js';
-import type { TokenStore } from '../store/token-store.js';
-import type { WarmSetStore } from '../store/warm-set-store.js';
+import type { MigrateV1Deps } from './migrate-v1.js';
 import { reconcile } from './reconcile.js';
 import { processRefresh } from './refresh-processor.js';
-import { POOL_REFILL_JOB, RECONCILE_JOB, REFRESH_QUEUE, type RefreshJobData, type RefreshQueue } from './refresh-queue.js';
+import { POOL_REFILL_JOB, RECONCILE_JOB, REFRESH_QUEUE, type RefreshJobData } from './refresh-queue.js';
 
 /**
  * How fast a job of a dead worker (SIGKILL, OOM, lost host) is handed to another: its lock lapses after
@@ -28,18 +23,12 @@ export const SWEEP_LEASE_MS = 15_000;
 /** Most channels claimed in one step; a sweep repeats the step while it gets this many. */
 export const SWEEP_BATCH = 500;
 
-export interface RefreshWorkerOptions {
+/** What the worker needs beyond what the migration (and reconcile, which runs it) needs. */
+export interface RefreshWorkerOptions extends MigrateV1Deps {
   connection: ConnectionOptions;
   prefix: string;
   concurrency: number;
   reconcileEveryMs: number;
-  accounts: AccountRegistry;
-  service: ChannelTokenService;
-  store: TokenStore;
-  warmSet: WarmSetStore;
-  queue: RefreshQueue;
-  clock: Clock;
-  logger: Logger;
   /** Present when watch-URL pools are on (BROKER_WATCH_URL_POOL > 0). */
   watchUrls?: WatchUrlService | undefined;
 }
