@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every figure of BENCHMARKS.md next to a baseline measured in the same run.
  *
- *   npm run bench                                   # everything (about 4.5 minutes on 2 cores)
+ *   npm run bench                                   # everything (about 9 minutes on 2 cores)
  *   npm run bench -- --only=serve,latency           # some sections: serve, latency, cold, scale, cluster, stream, idle
  *   npm run bench -- --only=stream --subscribers=2000   # the token stream's fan-out (a few seconds)
  *   npm run bench -- --channels=20000 --seconds=5   # a smaller scheduler run, shorter load runs
