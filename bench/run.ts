@@ -1,14 +1,15 @@
 /**
  * `npm run bench`: every figure of BENCHMARKS.md next to a baseline measured in the same run.
  *
- *   npm run bench                                   # everything (about 4.5 minutes on 2 cores)
- *   npm run bench -- --only=serve,latency           # some sections: serve, latency, cold, scale, cluster, stream
+ *   npm run bench                                   # everything (about 9 minutes on 2 cores)
+ *   npm run bench -- --only=serve,latency           # some sections: serve, latency, cold, scale, cluster, stream, idle
  *   npm run bench -- --only=stream --subscribers=2000   # the token stream's fan-out (a few seconds)
  *   npm run bench -- --channels=20000 --seconds=5   # a smaller scheduler run, shorter load runs
+ *   npm run bench -- --only=idle --idle-channels=500    # on-demand channels idling out, and the capacity (about 2.5 minutes)
  *
  * It starts its own redis-server (startRedisServer, loopback, no persistence), the PolyV simulator and every
  * server under test as child processes on 127.0.0.1, and stops them all when it ends, whatever happens
- * (a hard limit of 9.5 minutes included).
+ * (a hard limit of 11 minutes included).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -18,12 +19,16 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { request, Agent } from 'undici';
+import { loadConfig } from '../src/config/config.js';
 import { freePort, startRedisServer, type RedisServerHandle } from '../src/infra/redis-server.js';
 import { systemClock } from '../src/lib/clock.js';
 import { createLogger } from '../src/lib/logger.js';
 import { BrokerMetrics } from '../src/metrics/broker-metrics.js';
 import { PolyvClient } from '../src/polyv/polyv-client.js';
-import { refreshJobId } from '../src/scheduler/refresh-queue.js';
+import { REFRESH_QUEUE } from '../src/scheduler/refresh-queue.js';
+import { SWEEP_INTERVAL_MS } from '../src/scheduler/refresh-worker.js';
+import { readTrackingPolicy } from '../src/service/read-tracker.js';
+import { capacityFigures } from '../src/service/warm-capacity.js';
 import { RedisKeys } from '../src/store/redis-keys.js';
 import { startDelayProxy } from './delay-proxy.js';
 import { TokenStore } from '../src/store/token-store.js';
@@ -32,9 +37,11 @@ import { BENCH_API_KEY, BENCH_APP_ID, BENCH_APP_SECRET, Child, autocannon, broke
 
 const { values: argv } = parseArgs({
   options: {
-    only: { type: 'string', default: 'serve,latency,cold,scale,cluster,stream' },
+    only: { type: 'string', default: 'serve,latency,cold,scale,cluster,stream,idle' },
     /** Token-stream subscribers of the fan-out section. */
     subscribers: { type: 'string', default: '1000' },
+    /** Channels in each group of the idle-out section (read once, read often, pinned). */
+    'idle-channels': { type: 'string', default: '1000' },
     seconds: { type: 'string', default: '8' },
     channels: { type: 'string', default: '100000' },
     rate: { type: 'string', default: '5000' },
@@ -47,9 +54,10 @@ const SECONDS = Number(argv.seconds);
 const CHANNELS = Number(argv.channels);
 const RATE = Number(argv.rate);
 const SUBSCRIBERS = Number(argv.subscribers);
+const IDLE_GROUP = Number(argv['idle-channels']);
 const CONNECTIONS = 50;
 const AUTH = { authorization: `Bearer ${BENCH_API_KEY}` };
-const HARD_LIMIT_MS = 570_000;
+const HARD_LIMIT_MS = 660_000;
 
 const dist = (file: string) => new URL(`./${file}`, import.meta.url);
 const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
@@ -317,6 +325,7 @@ async function main(): Promise<void> {
 
     if (SECTIONS.has('scale')) await scale(redis, redisServer.url, simUrl, sim);
     if (SECTIONS.has('stream')) await streamFanOut(redisServer.url, simUrl);
+    if (SECTIONS.has('idle')) await idleOut(redis, redisServer.url, simUrl, sim);
     await sim.stop();
   } finally {
     Child.killAll();
@@ -337,65 +346,155 @@ async function usedMemory(redis: Redis): Promise<number> {
   return Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 'NaN');
 }
 
+/** Bytes of Redis' expiry dictionary (MEMORY STATS `overhead.hashtable.expires` of db 0), which MEMORY USAGE leaves out. */
+async function expiresOverhead(redis: Redis): Promise<number> {
+  const stats = (await redis.call('MEMORY', 'STATS')) as unknown[];
+  const db = stats[stats.indexOf('db.0') + 1];
+  if (!Array.isArray(db)) return 0;
+  return Number(db[db.indexOf('overhead.hashtable.expires') + 1] ?? 0);
+}
+
 async function redisCpuSeconds(redis: Redis): Promise<number> {
   const info = await redis.info('cpu');
   return Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1] ?? 'NaN') + Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1] ?? 'NaN');
 }
 
 /**
- * 4. Scheduler scale. (a) CHANNELS channels made warm through the production path with a 3600 s lifetime:
- * Redis memory per warm channel. (b) With those jobs in the queue, a time-compressed set — 36 s tokens
- * refreshed 3 s before expiry, the defaults 3600/300 divided by 100, jitter included — refreshed by a real
- * worker under the real fleet-wide PolyV limit: timing error, calls per channel-hour, worker CPU.
+ * 4. Scheduler scale. (a) CHANNELS channels made warm through the production path with a 3600 s lifetime and
+ * Redis' default encoding limits, half of them on demand (a cold read each) and half pinned (PUT's path, the
+ * first fetch by a worker): Redis memory per warm channel of each mode, and what each key of one channel
+ * costs. (b) With those channels in the schedule, a time-compressed set — 36 s tokens refreshed 3 s before
+ * expiry, the defaults 3600/300 divided by 100, jitter included — pinned and refreshed by a real worker under
+ * the real fleet-wide PolyV limit: timing error, calls per channel-hour, worker CPU.
  */
 async function scale(redis: Redis, redisUrl: string, simUrl: string, sim: Child): Promise<void> {
-  log(`\n4. scheduler scale: ${CHANNELS} warm channels`);
+  log(`\n4. scheduler scale: ${CHANNELS} warm channels, half on demand, half pinned, Redis defaults`);
   const prefix = 'ptb'; // the default, so key names are as long as in production
   const env = brokerEnv(redisUrl, simUrl, { BROKER_ROLE: 'api', BROKER_REDIS_PREFIX: prefix, LOG_LEVEL: 'error' });
   const seeder = await Child.start(dist('scale-seed.js'), [], env);
-  // Half the channels with Redis' default encoding limits, half with hash-max-listpack-value 256: BullMQ's
-  // job hash has an `opts` value longer than the default 64 bytes, which turns the whole hash into a
-  // hashtable (several hundred bytes more per job).
-  const half = Math.floor(CHANNELS / 2);
   const k = new RedisKeys(prefix);
+  const schedule = k.schedule(BENCH_APP_ID);
   const usage = async (key: string) => Number(await redis.call('MEMORY', 'USAGE', key, 'SAMPLES', '0'));
-  const jobKey = (ch: string) => `${k.bullPrefix()}:refresh:${refreshJobId(BENCH_APP_ID, ch)}`;
-  const original = await redis.config('GET', 'hash-max-listpack-value');
-  const measured: Array<{ label: string; perChannel: number; parts: Record<string, number> }> = [];
-  for (const [label, from, count, listpackValue] of [
-    ['Redis defaults (hash-max-listpack-value 64)', 10_000_000, half, '64'],
-    ['hash-max-listpack-value 256', 10_000_000 + half, CHANNELS - half, '256'],
+  const encoding = async (key: string) => String(await redis.call('OBJECT', 'ENCODING', key));
+  /** Every key of the refresh queue (BullMQ), and the bytes they take. */
+  const bullKeys = async () => {
+    let cursor = '0';
+    const keys: string[] = [];
+    do {
+      const [next, batch] = await redis.scan(cursor, 'MATCH', `${k.bullPrefix()}:${REFRESH_QUEUE}:*`, 'COUNT', 1000);
+      cursor = next;
+      keys.push(...batch);
+    } while (cursor !== '0');
+    let bytes = 0;
+    for (const key of keys) bytes += await usage(key);
+    return { count: keys.length, bytes };
+  };
+  // The fleet-wide limiter's sorted set holds the seeding's calls for 10 s. It belongs to no channel, so it is
+  // deleted before each measurement, as it would expire (the refresh run then starts with the whole limit).
+  const settled = async () => {
+    await sleep(2000);
+    await redis.del(k.globalLimiter());
+    return { mem: await usedMemory(redis), keys: await redis.dbsize(), expires: await expiresOverhead(redis) };
+  };
+  const listpackValue = (await redis.config('GET', 'hash-max-listpack-value'))[1] ?? '?';
+  const onDemand = { from: 10_000_000, count: Math.floor(CHANNELS / 2) };
+  const pinned = { from: onDemand.from + onDemand.count, count: CHANNELS - onDemand.count };
+
+  const before = { mem: await usedMemory(redis), keys: await redis.dbsize(), expires: await expiresOverhead(redis) };
+  const seeded = await seeder.request<{ ms: number; failures: number }>('seed', { ...onDemand, concurrency: 200 });
+  const afterOnDemand = await settled();
+  log(`   on demand: ${onDemand.count} channels read cold in ${fmt(seeded.ms / 1000, 1)} s (${fmt(onDemand.count / (seeded.ms / 1000), 0)}/s, ${seeded.failures} failures), ${afterOnDemand.keys - before.keys} keys`);
+
+  // Pinned as PUT does it; the first fetch of each is a worker's (a replica with role worker, fleet limit lifted).
+  const pinner = await Child.start(dist('scale-seed.js'), [], { ...env, BROKER_ROLE: 'worker', BROKER_WORKER_CONCURRENCY: '64' });
+  const pinStarted = Date.now();
+  const pinnedReply = await pinner.request<{ ms: number; failures: number }>('pin', { ...pinned, concurrency: 200 });
+  // Each channel has its token once its next refresh is about 55 minutes away (a pinned channel without one is due now).
+  const expected = onDemand.count - seeded.failures + pinned.count - pinnedReply.failures;
+  for (;;) {
+    const fetched = await redis.zcount(schedule, Date.now() + 600_000, '+inf');
+    if (fetched >= expected) break;
+    if (Date.now() - pinStarted > 300_000) throw new Error(`only ${fetched} of ${expected} warm channels have a token after 5 minutes`);
+    await sleep(250);
+  }
+  const pinMs = Date.now() - pinStarted;
+  await pinner.stop();
+  const afterPinned = await settled();
+  log(`   pinned: ${pinned.count} channels pinned in ${fmt(pinnedReply.ms / 1000, 1)} s (${pinnedReply.failures} failures), each with its token (fetched by the worker) after ${fmt(pinMs / 1000, 1)} s (${fmt(pinned.count / (pinMs / 1000), 0)}/s), ${afterPinned.keys - afterOnDemand.keys} keys`);
+
+  // One channel of each mode, key by key (MEMORY USAGE), and the shared structures per channel.
+  const parts = async (ch: string) => ({
+    token: await usage(k.token(BENCH_APP_ID, ch)),
+    status: await usage(k.status(BENCH_APP_ID, ch)),
+    budget: await usage(k.budget(BENCH_APP_ID, ch)),
+  });
+  const enc = async (ch: string) =>
+    `token ${await encoding(k.token(BENCH_APP_ID, ch))}, status ${await encoding(k.status(BENCH_APP_ID, ch))}, budget ${await encoding(k.budget(BENCH_APP_ID, ch))}`;
+  const warmChannels = onDemand.count + pinned.count;
+  const schedulePerChannel = (await usage(schedule)) / warmChannels;
+  const pinnedPerChannel = (await usage(k.pinned(BENCH_APP_ID))) / pinned.count;
+  const bull = await bullKeys();
+  const modes = [
+    {
+      label: 'on-demand',
+      perChannel: (afterOnDemand.mem - before.mem) / onDemand.count,
+      keys: (afterOnDemand.keys - before.keys) / onDemand.count,
+      expires: (afterOnDemand.expires - before.expires) / onDemand.count,
+      parts: await parts(String(onDemand.from)),
+      enc: await enc(String(onDemand.from)),
+      shared: schedulePerChannel,
+      bull: 0,
+    },
+    {
+      label: 'pinned',
+      perChannel: (afterPinned.mem - afterOnDemand.mem) / pinned.count,
+      keys: (afterPinned.keys - afterOnDemand.keys) / pinned.count,
+      expires: (afterPinned.expires - afterOnDemand.expires) / pinned.count,
+      parts: await parts(String(pinned.from)),
+      enc: await enc(String(pinned.from)),
+      shared: schedulePerChannel + pinnedPerChannel,
+      bull: bull.bytes / pinned.count,
+    },
+  ];
+  log(`     shared, per channel: schedule sorted set ${fmt(schedulePerChannel, 0)} B (${warmChannels} members, ${await encoding(schedule)}), pinned hash ${fmt(pinnedPerChannel, 0)} B per pinned channel (${await encoding(k.pinned(BENCH_APP_ID))})`);
+  log(`     BullMQ (queue ${REFRESH_QUEUE}) after seeding: ${bull.count} keys, ${bull.bytes} B in all = ${fmt(bull.bytes / pinned.count, 1)} B per pinned channel (jobs are removed when they end; what stays is the queue's own keys and its capped event stream)`);
+  for (const m of modes) {
+    const { token, status, budget } = m.parts;
+    const rest = m.perChannel - token - status - budget - m.shared - m.bull - m.expires;
+    log(
+      `     ${m.label}: ${fmt(m.perChannel, 0)} B per channel, ${fmt(m.keys, 2)} keys per channel; MEMORY USAGE of one channel: token ${token} B, status ${status} B, budget ${budget} B (${m.enc}); ` +
+        `shared ${fmt(m.shared, 0)} B${m.bull > 0 ? `, BullMQ ${fmt(m.bull, 0)} B` : ''}; expiry dictionary ${fmt(m.expires, 0)} B (token and budget expire); the rest ${fmt(rest, 0)} B (the key dictionary's buckets, allocator rounding, clients)`,
+    );
+    row(`Redis memory per warm channel, ${m.label}, Redis defaults (hash-max-listpack-value ${listpackValue}) (bytes)`, fmt(m.perChannel, 0), '1 KiB = 1024 (v1: 1 739, from BENCHMARKS.md)', fmt(m.perChannel / 1024), '<= 1024', m.perChannel <= 1024);
+  }
+
+  // Tokens encrypted at rest (BROKER_ENCRYPTION_KEY): the sealed token (about 100 bytes) is longer than the 64
+  // bytes up to which Redis keeps a hash compact by default, so the token hash becomes a hashtable; with
+  // hash-max-listpack-value 256 it stays a listpack. A smaller set of on-demand channels in each setting.
+  const sealedSeeder = await Child.start(dist('scale-seed.js'), [], { ...env, BROKER_ENCRYPTION_KEY: randomBytes(32).toString('base64') });
+  const sealedCount = Math.max(1000, Math.floor(CHANNELS / 10));
+  for (const [setting, from, value] of [
+    [`Redis defaults (hash-max-listpack-value ${listpackValue})`, 11_000_000, listpackValue],
+    ['hash-max-listpack-value 256', 11_000_000 + sealedCount, '256'],
   ] as const) {
-    await redis.config('SET', 'hash-max-listpack-value', listpackValue);
-    const mem0 = await usedMemory(redis);
-    const keys0 = await redis.dbsize();
-    const seeded = await seeder.request<{ ms: number; failures: number }>('seed', { from, count, concurrency: 200 });
-    // The fleet-wide limiter remembers calls for 10 s: let those of the seeding expire (steady state, and
-    // what follows starts with the whole fleet limit).
-    await sleep(11_000);
-    const mem1 = await usedMemory(redis);
-    const keys1 = await redis.dbsize();
-    const ch = String(from);
-    const parts = {
-      token: await usage(k.token(BENCH_APP_ID, ch)),
-      status: await usage(k.status(BENCH_APP_ID, ch)),
-      budget: await usage(k.budget(BENCH_APP_ID, ch)),
-      job: await usage(jobKey(ch)),
-    };
-    measured.push({ label, perChannel: (mem1 - mem0) / count, parts });
-    log(`   ${label}: warmed ${count} channels in ${fmt(seeded.ms / 1000, 1)} s (${fmt(count / (seeded.ms / 1000), 0)}/s, ${seeded.failures} failures), ${keys1 - keys0} keys, ${fmt((mem1 - mem0) / count, 0)} B per channel`);
-    log(`     MEMORY USAGE of one channel: token ${parts.token} B, status ${parts.status} B, budget ${parts.budget} B, BullMQ job ${parts.job} B`);
+    await redis.config('SET', 'hash-max-listpack-value', value);
+    const m0 = await settled();
+    const r = await sealedSeeder.request<{ ms: number; failures: number }>('seed', { from, count: sealedCount, concurrency: 200 });
+    const m1 = await settled();
+    const perChannel = (m1.mem - m0.mem) / sealedCount;
+    const token = k.token(BENCH_APP_ID, String(from));
+    log(`   tokens encrypted, ${setting}: ${sealedCount} channels read cold (${r.failures} failures), ${fmt(perChannel, 0)} B per channel; token hash ${await usage(token)} B (${await encoding(token)})`);
+    row(`  the same, on-demand, tokens encrypted (BROKER_ENCRYPTION_KEY), ${setting} (bytes)`, fmt(perChannel, 0), '1 KiB = 1024', fmt(perChannel / 1024), '<= 1024', perChannel <= 1024);
   }
-  log(`     shared, per channel: warm set ${fmt((await usage(k.warm(BENCH_APP_ID))) / CHANNELS, 0)} B, delayed zset ${fmt((await usage(`${k.bullPrefix()}:refresh:delayed`)) / CHANNELS, 0)} B, events stream ${fmt((await usage(`${k.bullPrefix()}:refresh:events`)) / CHANNELS, 0)} B`);
-  for (const m of measured) {
-    row(`Redis memory per warm channel, ${m.label} (bytes)`, fmt(m.perChannel, 0), '1 KiB = 1024', fmt(m.perChannel / 1024), '<= 1024', m.perChannel <= 1024);
-  }
+  await redis.config('SET', 'hash-max-listpack-value', listpackValue);
+  await sealedSeeder.stop();
 
   // (b) the time-compressed refresh run
   const N = 3000;
   const E = 36;
   const B = 3;
   const cycleMs = (E - B) * 1000;
+  const workerStarted = Date.now();
   const worker = await Child.start(dist('scale-worker.js'), [], {
     ...env,
     BROKER_ROLE: 'worker',
@@ -405,9 +504,11 @@ async function scale(redis: Redis, redisUrl: string, simUrl: string, sim: Child)
     BROKER_GLOBAL_LIMIT_PER_10S: '1500',
     BROKER_RECONCILE_INTERVAL_SECONDS: '3600',
   });
+  // Its start-up reconcile checks that each pinned channel has its place in the schedule (one command each).
+  log(`   refresh worker started in ${fmt((Date.now() - workerStarted) / 1000, 1)} s (its start-up reconcile checks each of the ${pinned.count} pinned channels)`);
   await sim.request('reset');
   const t0 = Date.now();
-  log(`   refresh run: ${N} channels with ${E} s tokens refreshed ${B} s before expiry, made warm at ${fmt(N / (cycleMs / 1000), 0)}/s`);
+  log(`   refresh run: ${N} channels with ${E} s tokens refreshed ${B} s before expiry, pinned at ${fmt(N / (cycleMs / 1000), 0)}/s`);
   await seeder.request('warm', { from: 20_000_000, count: N, ratePerSec: N / (cycleMs / 1000) });
   // Steady state: from the first scheduled refresh on, two whole cycles.
   const windowFrom = t0 + cycleMs;
@@ -415,26 +516,26 @@ async function scale(redis: Redis, redisUrl: string, simUrl: string, sim: Child)
   await sleep(Math.max(0, windowFrom - Date.now()));
   const cpuA = await worker.request<NodeJS.CpuUsage>('cpu');
   const redisCpuA = await redisCpuSeconds(redis);
+  await sleep(Math.max(0, windowFrom + cycleMs - Date.now()));
+  const bullMid = await bullKeys();
   await sleep(Math.max(0, windowTo - Date.now()));
   const cpuB = await worker.request<NodeJS.CpuUsage>('cpu');
   const redisCpuB = await redisCpuSeconds(redis);
   await sleep(2000);
   const counted = await sim.request<{ calls: number; channels: number }>('count', { from: windowFrom, to: windowTo, prefix: '2' });
   const timing = await worker.request<{ count: number; p1: number; p50: number; p99: number; max: number; absP99: number }>('timing', { from: t0, to: windowTo });
-  const processedJob = await usage(jobKey('20000000'));
   await worker.stop();
   await seeder.stop();
-  await redis.config('SET', 'hash-max-listpack-value', original[1] ?? '64');
-  log(`   a job hash after its runs (hash-max-listpack-value 256): ${processedJob} B (fields added by the worker: processedOn, attempts)`);
+  log(`   BullMQ keys during the run: ${bullMid.count} keys, ${bullMid.bytes} B (waiting and running jobs only, for ${N + warmChannels} warm channels)`);
 
   const compressedHours = (windowTo - windowFrom) / (E * 1000);
   const perChannelHour = counted.calls / N / compressedHours;
-  const expected = 3600 / (3600 - 300 - 15);
+  const policy = 3600 / (3600 - 300 - 15);
   const cpuMs = (cpuB.user - cpuA.user + cpuB.system - cpuA.system) / 1000;
-  log(`   ${timing.count} refresh jobs timed: error p1 ${fmt(timing.p1, 0)} ms, p50 ${fmt(timing.p50, 0)} ms, p99 ${fmt(timing.p99, 0)} ms, max ${fmt(timing.max, 0)} ms`);
+  log(`   ${timing.count} refresh jobs timed: error p1 ${fmt(timing.p1, 0)} ms, p50 ${fmt(timing.p50, 0)} ms, p99 ${fmt(timing.p99, 0)} ms, max ${fmt(timing.max, 0)} ms (the sweep runs every ${SWEEP_INTERVAL_MS} ms)`);
   log(`   steady window: ${counted.calls} PolyV calls for ${counted.channels} channels in ${fmt((windowTo - windowFrom) / 1000, 0)} s = ${fmt(compressedHours, 2)} compressed hours`);
-  row('refresh timing error |p99| (ms)', fmt(timing.absP99, 0), 'due time (nextRefreshAt)', '', '< 1000', timing.absP99 < 1000);
-  row('PolyV calls per channel-hour (3600/300, compressed x100)', fmt(perChannelHour, 3), `policy ${fmt(expected, 3)} = 3600 / (3600 - 300 - mean jitter 15)`, fmt(perChannelHour / expected), '<= 1.1', perChannelHour <= 1.1);
+  row('refresh timing error |p99| (ms)', fmt(timing.absP99, 0), 'due time (the schedule score)', '', '< 1000', timing.absP99 < 1000);
+  row('PolyV calls per channel-hour (3600/300, compressed x100)', fmt(perChannelHour, 3), `policy ${fmt(policy, 3)} = 3600 / (3600 - 300 - mean jitter 15)`, fmt(perChannelHour / policy), '<= 1.1', perChannelHour <= 1.1);
   row('worker CPU per 1000 refreshes (ms)', fmt(cpuMs / (counted.calls / 1000), 0), `redis-server ${fmt(((redisCpuB - redisCpuA) * 1000) / (counted.calls / 1000), 0)} ms`, '');
 }
 
@@ -494,6 +595,166 @@ async function streamFanOut(redisUrl: string, simUrl: string): Promise<void> {
     await subscribers.stop();
     await broker.child.stop();
   }
+}
+
+/**
+ * 7. A warm set that follows demand, time-compressed x100 like 4b (36 s tokens refreshed 3 s before expiry)
+ * with an idle time of IDLE_SECONDS: one broker (role all) and three groups of IDLE_GROUP channels each, made
+ * warm over WARMUP_MS: `idle`, read once (a cold GET); `read`, read again every READ_EVERY_MS; `pinned`, by
+ * PUT and never read. From the simulator's call log: PolyV calls per idle channel-hour once every idle
+ * channel's idle time has passed, against the read and pinned groups in the same window; from the schedule
+ * (ZMSCORE every 250 ms): how long after its last read each idle channel left. Then the capacity figure at
+ * the defaults, checked against the gauge of a broker started with the default settings.
+ */
+async function idleOut(redis: Redis, redisUrl: string, simUrl: string, sim: Child): Promise<void> {
+  const N = IDLE_GROUP;
+  const E = 36;
+  const B = 3;
+  const IDLE_SECONDS = 40;
+  const WARMUP_MS = 25_000;
+  const READ_EVERY_MS = 4000;
+  const cycleMs = (E - B) * 1000;
+  const { flushMs, graceMs } = readTrackingPolicy(IDLE_SECONDS * 1000);
+  log(`\n7. idle-out: ${N} channels read once, ${N} read every ${READ_EVERY_MS / 1000} s, ${N} pinned; ${E} s tokens refreshed ${B} s before expiry, idle time ${IDLE_SECONDS} s (reads written every ${flushMs / 1000} s, grace ${graceMs / 1000} s)`);
+  const prefix = 'bench-idle';
+  const env = brokerEnv(redisUrl, simUrl, {
+    BROKER_ROLE: 'all',
+    BROKER_REDIS_PREFIX: prefix,
+    LOG_LEVEL: 'error',
+    BROKER_TOKEN_EXPIRE_SECONDS: String(E),
+    BROKER_REFRESH_BEFORE_SECONDS: String(B),
+    BROKER_MIN_TTL_SECONDS: '1',
+    BROKER_IDLE_CHANNEL_SECONDS: String(IDLE_SECONDS),
+    BROKER_GLOBAL_LIMIT_PER_10S: '1500',
+    BROKER_RECONCILE_INTERVAL_SECONDS: '3600',
+  });
+  const broker = await startServe('broker', 1, env);
+  const schedule = new RedisKeys(prefix).schedule(BENCH_APP_ID);
+  const group = (from: number) => Array.from({ length: N }, (_, i) => String(from + i));
+  const [idleIds, readIds, pinnedIds] = [group(4_100_000), group(4_200_000), group(4_300_000)];
+  const prefixOf = { idle: '41', read: '42', pinned: '43' };
+  const agent = new Agent({ connections: 16 });
+  const send = async (method: 'GET' | 'PUT', path: string) => {
+    const res = await request(`${broker.url}${path}`, { method, headers: AUTH, dispatcher: agent });
+    await res.body.text();
+    if (res.statusCode !== 200) throw new Error(`${method} ${path} answered ${res.statusCode}`);
+  };
+  const at = (ids: string[], i: number) => ids[i % ids.length] ?? '';
+  const inSchedule = async (ids: string[]) => (await redis.zmscore(schedule, ...ids)).map((score) => score !== null);
+
+  await sim.request('reset');
+  const t0 = Date.now();
+  const lastRead = new Map<string, number>();
+  const warmups: Array<Promise<void>> = [];
+  for (let i = 0; i < N; i += 1) {
+    const wait = t0 + (i * WARMUP_MS) / N - Date.now();
+    if (wait > 0) await sleep(wait);
+    const ch = at(idleIds, i);
+    warmups.push(send('GET', `/v1/channels/${ch}/token`).then(() => void lastRead.set(ch, Date.now())));
+    warmups.push(send('GET', `/v1/channels/${at(readIds, i)}/token`));
+    warmups.push(send('PUT', `/v1/channels/${at(pinnedIds, i)}`));
+  }
+  await Promise.all(warmups);
+
+  // The read group is read again and again; the idle group never again.
+  let reading = true;
+  let reads = 0;
+  const readLoop = (async () => {
+    const started = Date.now();
+    for (let j = 0; reading; j += 1) {
+      const wait = started + (j * READ_EVERY_MS) / N - Date.now();
+      if (wait > 0) await sleep(wait);
+      await send('GET', `/v1/channels/${at(readIds, j)}/token`);
+      reads += 1;
+    }
+  })();
+  // When each idle channel leaves the schedule.
+  const leftAt = new Map<string, number>();
+  let watching = true;
+  const watchLoop = (async () => {
+    while (watching) {
+      const present = await inSchedule(idleIds);
+      const now = Date.now();
+      present.forEach((p, i) => {
+        const ch = at(idleIds, i);
+        if (!p && !leftAt.has(ch)) leftAt.set(ch, now);
+      });
+      await sleep(250);
+    }
+  })();
+
+  // Every idle channel has idled out once its idle time, the grace and one flush interval (its read is
+  // written at the next flush) have passed since its read: from then on, two refresh cycles.
+  const lastIdleRead = Math.max(...lastRead.values());
+  const windowFrom = lastIdleRead + IDLE_SECONDS * 1000 + graceMs + flushMs;
+  const windowTo = windowFrom + 2 * cycleMs;
+  await sleep(Math.max(0, windowFrom - Date.now()));
+  const warmAtWindow = await redis.zcard(schedule);
+  await sleep(Math.max(0, windowTo - Date.now()) + 1000);
+  reading = false;
+  watching = false;
+  await Promise.all([readLoop, watchLoop]);
+  await agent.close();
+
+  const count = (group: keyof typeof prefixOf, from: number, to: number) =>
+    sim.request<{ calls: number; channels: number }>('count', { from, to, prefix: prefixOf[group] });
+  const compressedHours = (windowTo - windowFrom) / (E * 1000);
+  const perChannelHour = async (g: keyof typeof prefixOf) => (await count(g, windowFrom, windowTo)).calls / N / compressedHours;
+  const [idleRate, readRate, pinnedRate] = [await perChannelHour('idle'), await perChannelHour('read'), await perChannelHour('pinned')];
+  const beforeWindow = await count('idle', t0, windowFrom);
+  const delays = sortNumbers([...leftAt].map(([ch, t]) => (t - (lastRead.get(ch) ?? t)) / 1000));
+  const stillWarm = async (ids: string[]) => (await inSchedule(ids)).filter(Boolean).length;
+  const [idleWarm, readWarm, pinnedWarm] = [await stillWarm(idleIds), await stillWarm(readIds), await stillWarm(pinnedIds)];
+  const metrics = await (await request(`${broker.url}/metrics`)).body.text();
+  await broker.child.stop();
+
+  const policy = 3600 / (3600 - 300 - 15);
+  const bound = IDLE_SECONDS + (graceMs + flushMs + SWEEP_INTERVAL_MS + 1000) / 1000;
+  log(`   ${reads} reads of the read group; ${warmAtWindow} channels warm when the window opened, ${N - idleWarm} of ${N} idle channels gone at the end (read group still warm: ${readWarm}, pinned: ${pinnedWarm}); polyv_broker_warm_left_total{reason="idle"} ${gaugeValue(metrics, 'polyv_broker_warm_left_total{reason="idle"}')}`);
+  log(`   idle group before the window: ${beforeWindow.calls} PolyV calls = ${fmt(beforeWindow.calls / N, 2)} per channel (its cold read, and the refreshes while it was warm: ${IDLE_SECONDS} s idle + ${graceMs / 1000} s grace against a ${fmt(cycleMs / 1000, 0)} s cycle)`);
+  log(`   window: ${fmt((windowTo - windowFrom) / 1000, 0)} s = ${fmt(compressedHours, 2)} compressed hours, from ${fmt((windowFrom - lastIdleRead) / 1000, 0)} s after the last idle channel's read`);
+  log(`   an idle channel left the schedule after its last read: p50 ${fmt(quantile(delays, 0.5), 1)} s, p99 ${fmt(quantile(delays, 0.99), 1)} s, max ${fmt(quantile(delays, 1), 1)} s (${delays.length} seen leaving)`);
+  row(`PolyV calls per idle channel-hour, after the idle time (${E} s tokens, idle ${IDLE_SECONDS} s, compressed x100)`, fmt(idleRate, 3), `read every ${READ_EVERY_MS / 1000} s ${fmt(readRate, 3)}, pinned ${fmt(pinnedRate, 3)} (policy ${fmt(policy, 3)})`, fmt(idleRate / readRate), '0', idleRate === 0);
+  row('  read channels still warm / pinned channels still warm', `${readWarm} / ${pinnedWarm}`, `of ${N} / ${N}`, '', `${N} / ${N}`, readWarm === N && pinnedWarm === N);
+  row(
+    'idle channel left the warm set, after its last read: p50 / p99 (s)',
+    `${fmt(quantile(delays, 0.5), 1)} / ${fmt(quantile(delays, 0.99), 1)}`,
+    `idle ${IDLE_SECONDS} s + grace ${graceMs / 1000} s (+ up to one flush, ${flushMs / 1000} s)`,
+    '',
+    `all ${N}, p99 <= ${fmt(bound, 1)}`,
+    delays.length === N && quantile(delays, 0.99) <= bound,
+  );
+
+  // The capacity: warm channels whose scheduled refreshes alone reach the fleet-wide PolyV limit.
+  const defaults = loadConfig(brokerEnv(redisUrl, simUrl));
+  const figures = (config: typeof defaults) =>
+    capacityFigures({
+      expireSeconds: config.tokens.expireSeconds,
+      globalPer10s: config.budget.globalPer10s,
+      timing: { refreshBeforeMs: config.tokens.refreshBeforeSeconds * 1000, minTtlMs: config.tokens.minTtlSeconds * 1000 },
+    });
+  const atDefaults = figures(defaults);
+  const capacityBroker = await startServe('broker', 1, brokerEnv(redisUrl, simUrl, { BROKER_ROLE: 'api', BROKER_REDIS_PREFIX: 'bench-capacity', LOG_LEVEL: 'error' }));
+  const gauge = gaugeValue(await (await request(`${capacityBroker.url}/metrics`)).body.text(), 'polyv_broker_warm_capacity_channels');
+  await capacityBroker.child.stop();
+  const compressed = figures(loadConfig(env));
+  const compressedGauge = gaugeValue(metrics, 'polyv_broker_warm_capacity_channels');
+  log(`   capacity at the defaults (${defaults.tokens.expireSeconds} s tokens refreshed ${defaults.tokens.refreshBeforeSeconds} s early, fleet limit ${defaults.budget.globalPer10s} per 10 s): ${atDefaults.capacityChannels} channels = ${atDefaults.limitPerHour} calls/h / ${fmt(atDefaults.callsPerChannelHour, 4)} calls per channel-hour; broker gauge ${gauge}`);
+  log(`   the idle run's broker: ${compressed.capacityChannels} channels (${fmt(compressed.callsPerChannelHour, 1)} calls per channel-hour), gauge ${compressedGauge}`);
+  row(
+    'warm-set capacity at the defaults (channels)',
+    String(atDefaults.capacityChannels),
+    `${atDefaults.limitPerHour} calls/h / ${fmt(atDefaults.callsPerChannelHour, 4)} calls per channel-hour`,
+    '',
+    `= gauge polyv_broker_warm_capacity_channels (${gauge})`,
+    gauge === atDefaults.capacityChannels && compressedGauge === compressed.capacityChannels,
+  );
+}
+
+/** The value of one series in Prometheus text (`name` with its labels as printed), NaN when absent. */
+function gaugeValue(text: string, series: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? Number.NaN : Number(line.slice(series.length + 1));
 }
 
 let redisPid: number | undefined;

@@ -1,7 +1,10 @@
 /**
- * Makes channels warm for the scheduler-scale bench (a child of the bench). It is a broker replica with role
- * `api`, built by the real composition root, so each channel goes through the production path: budget slot,
- * PolyV (the simulator), versioned write, warm set, BullMQ refresh job.
+ * Makes channels warm for the scheduler-scale bench (a child of the bench). It is a broker replica built by
+ * the real composition root, so each channel goes through the production path. `seed` makes channels warm on
+ * demand, by a cold read each (`service.getToken`: budget slot, PolyV (the simulator), versioned write, the
+ * channel joins the warm set's schedule, the read is noted and written as `lastReadAt`). `pin` and `warm` pin
+ * channels as `PUT /v1/channels/{id}` does (`service.warm`); their first fetch is a worker's, so `pin` runs in
+ * a replica with role `worker` (this script with BROKER_ROLE=worker) and the bench waits for the tokens.
  *
  * One bench-only change: the fleet-wide PolyV limit (BROKER_GLOBAL_LIMIT_PER_10S, at most 1500 per 10 s)
  * is lifted, or 100k channels would take 11 minutes to warm. The simulator lifts its per-IP limit to match.
@@ -39,10 +42,19 @@ serveCommands(
   {},
   async (cmd, args) => {
     if (cmd === 'seed') {
-      // Fetches a token for each channel at once, as a cold miss would.
+      // A cold read of each channel, as a consumer's first GET makes it warm on demand; then the reads are
+      // written (lastReadAt), as the replica's next flush would.
       const { from, count, concurrency } = args as { from: number; count: number; concurrency: number };
       const started = Date.now();
-      const failures = await pool(count, concurrency, (i) => app.service.refreshIfDue(account, String(from + i)));
+      const failures = await pool(count, concurrency, (i) => app.service.getToken(account, String(from + i)));
+      await app.reads.flush();
+      return { ms: Date.now() - started, failures };
+    }
+    if (cmd === 'pin') {
+      // PUT /v1/channels/{id} for each channel, as fast as it goes; the worker fetches their tokens.
+      const { from, count, concurrency } = args as { from: number; count: number; concurrency: number };
+      const started = Date.now();
+      const failures = await pool(count, concurrency, (i) => app.service.warm(account, String(from + i)));
       return { ms: Date.now() - started, failures };
     }
     if (cmd === 'warm') {
