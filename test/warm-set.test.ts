@@ -112,6 +112,18 @@ describe('on-demand and pinned channels', () => {
     expect((await b.app.store.readStatus(appId, '1000001')).lastReadAt).toBeGreaterThan(leftAt);
   }, 60_000);
 
+  it('when on-call refreshes a channel that is not warm, then it is warm on demand and idles out like one a read made warm', async () => {
+    const a = await broker({});
+    const joinedAt = Date.now();
+    await a.app.service.forceRefresh(a.app.accounts.defaultAccount, '1000005');
+    const joined = await state(a, '1000005');
+    expect(joined.warm).toBe('on-demand');
+    expect(joined.lastReadAt).toBeGreaterThanOrEqual(joinedAt);
+    // Its scheduled refreshes do not keep it warm: it leaves after the idle time.
+    await eventually(async () => (await state(a, '1000005')).warm === false, IDLE_MS + GRACE_MS + CYCLE_MS + 2000, 100);
+    expect(Date.now() - joinedAt).toBeGreaterThanOrEqual(IDLE_MS);
+  }, 20_000);
+
   it('when BROKER_IDLE_CHANNEL_SECONDS is 0, then an on-demand channel never idles out', async () => {
     const a = await broker({ BROKER_IDLE_CHANNEL_SECONDS: '0' });
     await readUntil(a, '1000004', Date.now() + 200);

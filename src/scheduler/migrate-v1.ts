@@ -40,18 +40,15 @@ export async function migrateV1(deps: MigrateV1Deps): Promise<number> {
     for await (const batch of warmSet.scanV1(account.appId)) {
       const expiries = await store.readExpiries(account.appId, batch);
       const now = clock.now();
-      const onDemand: string[] = [];
+      const dueTimes: Array<readonly [string, number]> = [];
       for (const [i, channelId] of batch.entries()) {
-        if (configured.has(channelId)) {
-          await service.ensurePinned(account.appId, channelId);
-          continue;
-        }
+        if (configured.has(channelId)) continue;
         const expireTime = expiries[i] ?? null;
-        const dueAt = expireTime !== null && isServable(expireTime, now, service.timing) ? refreshDueAt(expireTime, service.timing) : now;
-        await warmSet.addIfAbsent(account.appId, channelId, dueAt);
-        onDemand.push(channelId);
+        dueTimes.push([channelId, expireTime !== null && isServable(expireTime, now, service.timing) ? refreshDueAt(expireTime, service.timing) : now]);
       }
-      await store.recordReadIfNone(account.appId, onDemand, now);
+      await service.ensurePinned(account.appId, batch.filter((ch) => configured.has(ch)));
+      await warmSet.addManyIfAbsent(account.appId, dueTimes);
+      await store.recordReadIfNone(account.appId, dueTimes.map(([channelId]) => channelId), now);
       await warmSet.removeV1(account.appId, batch);
       await deps.queue.removeV1Jobs(account.appId, batch);
       migrated += batch.length;

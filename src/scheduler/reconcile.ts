@@ -32,10 +32,12 @@ export async function reconcile(
   let recreated = 0;
   let pinned = 0;
   for (const account of accounts.all) {
-    for (const channelId of account.channels) if (await service.ensurePinned(account.appId, channelId)) pinned += 1;
-    for (const channelId of await warmSet.pinnedAndWindows(account.appId)) {
-      if (await warmSet.addIfAbsent(account.appId, channelId, clock.now())) recreated += 1;
-    }
+    pinned += await service.ensurePinned(account.appId, account.channels);
+    const now = clock.now();
+    recreated += await warmSet.addManyIfAbsent(
+      account.appId,
+      (await warmSet.pinnedAndWindows(account.appId)).map((channelId) => [channelId, now] as const),
+    );
     if (deps.watchUrls !== undefined) {
       for await (const batch of warmSet.scan(account.appId)) await Promise.all(batch.map((ch) => queue.requestPoolRefill(account.appId, ch)));
     }

@@ -51,8 +51,8 @@ export class ChannelTokenService {
     return this.warmChannels.warm(account, channelId, window);
   }
 
-  ensurePinned(appId: string, channelId: string): Promise<boolean> {
-    return this.warmChannels.ensurePinned(appId, channelId);
+  ensurePinned(appId: string, channelIds: readonly string[]): Promise<number> {
+    return this.warmChannels.ensurePinned(appId, channelIds);
   }
 
   review(appId: string, channelId: string): Promise<WarmReview> {

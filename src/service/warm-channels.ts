@@ -98,12 +98,17 @@ export class WarmChannels {
     return this.describe(account, channelId);
   }
 
-  /** Keeps a configured channel pinned (reconcile): pins it unless it is pinned already. */
-  async ensurePinned(appId: string, channelId: string): Promise<boolean> {
-    if ((await this.o.warmSet.entry(appId, channelId))?.mode === 'pinned') return false;
-    const now = this.o.clock.now();
-    await this.o.warmSet.pin(appId, channelId, await this.dueFromToken(appId, channelId, now), now);
-    return true;
+  /**
+   * Keeps configured channels pinned (reconcile, migration): pins those not pinned yet, in one round trip
+   * when all are (a reconcile of many pinned channels costs one HMGET per 500). Returns how many it pinned.
+   */
+  async ensurePinned(appId: string, channelIds: readonly string[]): Promise<number> {
+    const missing = await this.o.warmSet.notPinned(appId, channelIds);
+    for (const channelId of missing) {
+      const now = this.o.clock.now();
+      await this.o.warmSet.pin(appId, channelId, await this.dueFromToken(appId, channelId, now), now);
+    }
+    return missing.length;
   }
 
   /** Stops keeping a channel warm and forgets its cached token; returns whether it was warm. */
@@ -123,6 +128,8 @@ export class WarmChannels {
     if (!mayJoin) return this.o.warmSet.reschedule(appId, channelId, dueAt);
     const admit = await this.o.capacity.hasRoom();
     if (await this.o.warmSet.refreshed(appId, channelId, dueAt, admit)) {
+      // Joining is a read (a miss, a report, on-call): its idle time starts now, whatever was recorded before.
+      await this.o.store.recordReads([{ appId, channelId }], this.o.clock.now());
       this.o.capacity.admitted();
       this.o.metrics.warmJoined.inc({ mode: 'on-demand' });
     } else if (!admit && (await this.o.warmSet.entry(appId, channelId)) === null) {
@@ -157,8 +164,13 @@ export class WarmChannels {
       return { stay: true, opensAt: opensAt !== null && now < opensAt ? opensAt : null, closesAt: warmUntil };
     }
     if (this.o.idleMs === 0) return { stay: true, opensAt: null, closesAt: null };
-    const status = await this.o.store.readStatus(appId, channelId);
-    const idleAt = (status.lastReadAt ?? status.lastRefreshAt ?? now) + this.o.idleMs + this.o.idleGraceMs;
+    let lastReadAt = (await this.o.store.readStatus(appId, channelId)).lastReadAt;
+    if (lastReadAt === undefined) {
+      // No read recorded (the replica that made it warm died first): its idle time starts now.
+      await this.o.store.recordReadIfNone(appId, [channelId], now);
+      lastReadAt = now;
+    }
+    const idleAt = lastReadAt + this.o.idleMs + this.o.idleGraceMs;
     if (now >= idleAt) return this.leave(appId, channelId, 'idle');
     return { stay: true, opensAt: null, closesAt: idleAt };
   }

@@ -26,6 +26,9 @@ export interface WarmCounts {
   readonly onDemand: number;
 }
 
+/** Most channels in one command of a batch operation. */
+const BATCH = 500;
+
 function formatWindow(w: WarmWindow): string {
   return `${w.warmFrom ?? ''}:${w.warmUntil ?? ''}`;
 }
@@ -93,7 +96,30 @@ export class WarmSetStore {
 
   /** Adds a channel with `dueAt` unless it is in the warm set already; returns whether it was added. */
   async addIfAbsent(appId: string, channelId: string, dueAt: number): Promise<boolean> {
-    return Number(await guardRedis(this.redis.zadd(this.keys.schedule(appId), 'NX', dueAt, channelId))) === 1;
+    return (await this.addManyIfAbsent(appId, [[channelId, dueAt]])) === 1;
+  }
+
+  /** addIfAbsent for many channels, 500 to a command; returns how many were added. */
+  async addManyIfAbsent(appId: string, entries: ReadonlyArray<readonly [channelId: string, dueAt: number]>): Promise<number> {
+    let added = 0;
+    for (let i = 0; i < entries.length; i += BATCH) {
+      const args = entries.slice(i, i + BATCH).flatMap(([channelId, dueAt]) => [dueAt, channelId]);
+      added += Number(await guardRedis(this.redis.zadd(this.keys.schedule(appId), 'NX', ...args)));
+    }
+    return added;
+  }
+
+  /** Of `channelIds`, those not pinned (HMGET, 500 to a command). */
+  async notPinned(appId: string, channelIds: readonly string[]): Promise<string[]> {
+    const out: string[] = [];
+    for (let i = 0; i < channelIds.length; i += BATCH) {
+      const batch = channelIds.slice(i, i + BATCH);
+      const values = await guardRedis(this.redis.hmget(this.keys.pinned(appId), ...batch));
+      batch.forEach((channelId, j) => {
+        if (values[j] === null || values[j] === undefined) out.push(channelId);
+      });
+    }
+    return out;
   }
 
   /** Takes a channel out of the warm set, whatever its mode; returns whether it was in it. */
