@@ -432,6 +432,14 @@ function expectedAnswer(p: Parts, setup: FuzzSetup): Expected {
     if (!inScope) return error(403, 'forbidden');
   }
   if (target.shape === 'token' && p.query.disposable === 'bad') return error(400, 'invalid_request');
+  if (target.shape === 'channel' && method === 'PUT' && body.payload !== undefined && body.payload.length > 0) {
+    // The optional warm window: JSON only (415 otherwise), and only warmFrom/warmUntil (never generated valid here).
+    if (body.kind === 'garbage' || body.kind === 'random-type') return { kind: 'loose' };
+    if (!isJsonType(body.contentType)) return error(415, 'unsupported_media_type');
+    const parsed: unknown = JSON.parse(body.payload.toString('utf8'));
+    const empty = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) && Object.keys(parsed).length === 0;
+    return empty ? { kind: 'served' } : error(400, 'invalid_request');
+  }
   if (shape.body !== undefined) {
     if (body.kind === 'garbage' || body.kind === 'random-type') return { kind: 'loose' }; // text that happened to parse
     if (body.kind !== 'valid') return error(400, 'invalid_request');
