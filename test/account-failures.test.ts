@@ -128,7 +128,7 @@ describe('retryability survives the trip through Redis to another replica', () =
       brokers.map((b) =>
         processRefresh(
           { accounts: b.app.accounts, service: b.app.service, store: b.app.store, clock, logger: silent, random: () => 0.5 },
-          { appId: account.appId, channelId: '1000003', failures: 0 },
+          { appId: account.appId, channelId: '1000003' },
         ),
       ),
     );

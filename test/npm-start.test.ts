@@ -77,8 +77,6 @@ describe('npm start (scripts/run-built.js)', () => {
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('ran demo\n');
     expect(statSync(binOf(dir)).mtimeMs, 'dist/ untouched').toBe(builtAt);
-    // Node's own start-up included; the build this replaces took about 6 s.
-    expect(r.ms).toBeLessThan(1000);
   });
 
   it('when a source changed after the build, then it builds again and runs the new code', () => {

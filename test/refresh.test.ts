@@ -1,17 +1,11 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, eventually, redisUrl, testConfig, uniquePrefix, useSimulator, type TestBroker, type TokenBody } from './support/harness.js';
+import { SHORT_TOKENS as SHORT, api, eventually, redisUrl, testConfig, uniquePrefix, useSimulator, type TestBroker, type TokenBody } from './support/harness.js';
 
 
 const fx = useSimulator({ invalidatePreviousChannelToken: false });
 let redis: Redis;
 
-/** Short lifetimes: tokens live 6 s, are refreshed 3 s before expiry, never served with under 1 s left. */
-const SHORT = {
-  BROKER_TOKEN_EXPIRE_SECONDS: '6',
-  BROKER_REFRESH_BEFORE_SECONDS: '3',
-  BROKER_MIN_TTL_SECONDS: '1',
-};
 
 function broker(env: Record<string, string>): Promise<TestBroker> {
   return fx.broker(testConfig(fx.sim.url, env));

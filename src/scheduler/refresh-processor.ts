@@ -49,7 +49,8 @@ export async function processRefresh(deps: RefreshProcessorDeps, data: RefreshJo
     return { kind: 'next', at: bounded(refreshDueAt(token.expireTime, service.timing, random)), failures: 0 };
   } catch (err) {
     if (err instanceof BrokerError && err.code === 'channel_not_in_account') return { kind: 'done', reason: 'channel not in account' };
-    const failures = await store.countRefreshFailure(account.appId, data.channelId).catch(() => (data.failures ?? 0) + 1);
+    // Counted in the channel's status (each run is a new job); if Redis cannot count it, the shortest backoff.
+    const failures = await store.countRefreshFailure(account.appId, data.channelId).catch(() => 1);
     const now = clock.now();
     if (err instanceof BrokerError) {
       // A spent budget, or the fleet's pause after `qps exceeds`: come back when it says, spread by a second.

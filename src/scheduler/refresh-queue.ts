@@ -18,8 +18,6 @@ export const POOL_REFILL_JOB = 'watch-url-pool';
 export interface RefreshJobData {
   appId: string;
   channelId: string;
-  /** Consecutive failed attempts, for the backoff (carried from run to run by v1 jobs only). */
-  failures?: number;
 }
 
 /** At most one pending watch-URL pool refill per channel. */

@@ -126,16 +126,18 @@ export class WarmChannels {
    */
   async refreshed(appId: string, channelId: string, dueAt: number, mayJoin: boolean): Promise<void> {
     if (!mayJoin) return this.o.warmSet.reschedule(appId, channelId, dueAt);
-    const admit = await this.o.capacity.hasRoom();
-    if (await this.o.warmSet.refreshed(appId, channelId, dueAt, admit)) {
-      // Joining is a read (a miss, a report, on-call): its idle time starts now, whatever was recorded before.
-      await this.o.store.recordReads([{ appId, channelId }], this.o.clock.now());
-      this.o.capacity.admitted();
-      this.o.metrics.warmJoined.inc({ mode: 'on-demand' });
-    } else if (!admit && (await this.o.warmSet.entry(appId, channelId)) === null) {
+    if (!(await this.o.capacity.hasRoom())) {
+      await this.o.warmSet.reschedule(appId, channelId, dueAt);
+      if ((await this.o.warmSet.entry(appId, channelId)) !== null) return;
       this.o.metrics.warmRefused.inc({ reason: 'capacity' });
       this.o.logger.debug({ appId, channelId }, 'channel read but not made warm: the warm set is at capacity');
+      return;
     }
+    if (!(await this.o.warmSet.add(appId, channelId, dueAt))) return;
+    // Joining is a read (a miss, a report, on-call): its idle time starts now, whatever was recorded before.
+    await this.o.store.recordReads([{ appId, channelId }], this.o.clock.now());
+    this.o.capacity.admitted();
+    this.o.metrics.warmJoined.inc({ mode: 'on-demand' });
   }
 
   /** Moves the next refresh of a channel still in the warm set (a worker's run ended). */

@@ -1,7 +1,7 @@
 import type { BudgetEndpoint } from '../domain/token-kinds.js';
 import { BrokerError, BudgetExhaustedError, type FailureRecord } from '../errors/broker-error.js';
 import type { Clock } from '../lib/clock.js';
-import { batchRead } from './batch-read.js';
+import { batchCommands } from './batch-commands.js';
 import type { RedisKeys } from './redis-keys.js';
 import { defineScripts, type RedisClient } from './redis-scripts.js';
 import { guardRedis } from './redis-unavailable.js';
@@ -232,7 +232,7 @@ export class CallBudget {
   /** Calls in the rolling hour for many channels in one round trip. */
   async usedMany(appId: string, channelIds: readonly string[], endpoint: BudgetEndpoint = 'channel-token'): Promise<number[]> {
     const now = this.clock.now();
-    const replies = await guardRedis(batchRead(
+    const replies = await guardRedis(batchCommands(
       this.redis,
       channelIds.map((ch) => ['zcount', this.keys.budget(appId, ch, endpoint), now - HOUR_MS, '+inf'] as const),
     ));

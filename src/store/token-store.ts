@@ -2,7 +2,7 @@ import type { FailureRecord } from '../errors/broker-error.js';
 import type { Logger } from '../lib/logger.js';
 import { lockAndReadRaw, type FlightStore } from './flight-store.js';
 import { guardRedis } from './redis-unavailable.js';
-import { batchRead } from './batch-read.js';
+import { batchCommands } from './batch-commands.js';
 import type { RedisKeys } from './redis-keys.js';
 import { defineScripts, type RedisClient } from './redis-scripts.js';
 import { TokenCipher } from './token-cipher.js';
@@ -97,7 +97,7 @@ export class TokenStore {
   /** The expireTime of many channels' tokens in one round trip (null where none is cached). */
   async readExpiries(appId: string, channelIds: readonly string[]): Promise<Array<number | null>> {
     const replies = await guardRedis(
-      batchRead(
+      batchCommands(
         this.redis,
         channelIds.map((ch) => ['hget', this.keys.token(appId, ch), 'expireTime'] as const),
       ),
@@ -197,12 +197,12 @@ export class TokenStore {
    * `lastReadAt` in each status hash, which decides when an on-demand channel idles out.
    */
   async recordReads(entries: ReadonlyArray<{ readonly appId: string; readonly channelId: string }>, at: number): Promise<void> {
-    await guardRedis(batchRead(this.redis, entries.map((e) => ['hset', this.keys.status(e.appId, e.channelId), 'lastReadAt', at] as const)));
+    await guardRedis(batchCommands(this.redis, entries.map((e) => ['hset', this.keys.status(e.appId, e.channelId), 'lastReadAt', at] as const)));
   }
 
   /** Sets `lastReadAt` unless one is recorded (the migration from key schema v1, which had none). */
   async recordReadIfNone(appId: string, channelIds: readonly string[], at: number): Promise<void> {
-    await guardRedis(batchRead(this.redis, channelIds.map((ch) => ['hsetnx', this.keys.status(appId, ch), 'lastReadAt', at] as const)));
+    await guardRedis(batchCommands(this.redis, channelIds.map((ch) => ['hsetnx', this.keys.status(appId, ch), 'lastReadAt', at] as const)));
   }
 
   /** Forgets a channel's cached token and status (the budget window is kept: calls made still count). */

@@ -79,14 +79,9 @@ export class WarmSetStore {
     ).then(repliesOf);
   }
 
-  /**
-   * After a fetch: moves a warm channel's refresh to `dueAt`; a channel not yet warm joins on demand only if
-   * `admit` says so. Returns whether it joined.
-   */
-  async refreshed(appId: string, channelId: string, dueAt: number, admit: boolean): Promise<boolean> {
-    const key = this.keys.schedule(appId);
-    const added = admit ? await guardRedis(this.redis.zadd(key, dueAt, channelId)) : await guardRedis(this.redis.zadd(key, 'XX', dueAt, channelId));
-    return Number(added) === 1;
+  /** Puts a channel in the warm set (on demand) or moves its refresh to `dueAt`; returns whether it joined. */
+  async add(appId: string, channelId: string, dueAt: number): Promise<boolean> {
+    return Number(await guardRedis(this.redis.zadd(this.keys.schedule(appId), dueAt, channelId))) === 1;
   }
 
   /** Moves the refresh of a channel that is still warm (one that left meanwhile stays out). */

@@ -48,6 +48,23 @@ export function configProblems(env: Readonly<Record<string, string | undefined>>
   return [];
 }
 
+/** Short lifetimes for time-compressed tests: tokens live 6 s, refreshed 3 s before expiry, never served with under 1 s left. */
+export const SHORT_TOKENS = {
+  BROKER_TOKEN_EXPIRE_SECONDS: '6',
+  BROKER_REFRESH_BEFORE_SECONDS: '3',
+  BROKER_MIN_TTL_SECONDS: '1',
+} as const;
+
+/**
+ * The consumer-protection policies, off unless a test turns them on (test/consumer-isolation.test.ts tests
+ * them at their defaults): the other tests count PolyV calls of reports and misses as such.
+ */
+export const POLICIES_OFF = {
+  BROKER_REPORT_MIN_AGE_SECONDS: '0',
+  BROKER_REFRESH_RESERVE_PER_HOUR: '0',
+  BROKER_CONSUMER_UPSTREAM_PER_HOUR: '0',
+} as const;
+
 /** A config as the broker would parse it from env, pointed at the simulator and the test Redis. */
 export function testConfig(simUrl: string, env: Record<string, string> = {}): Config {
   return loadConfig({
@@ -61,11 +78,7 @@ export function testConfig(simUrl: string, env: Record<string, string> = {}): Co
     BROKER_API_KEYS: `svc-a:${TEST_KEY},svc-b:${OTHER_KEY}`,
     BROKER_REDIS_PREFIX: uniquePrefix(),
     LOG_LEVEL: 'silent',
-    // The consumer-protection policies are off unless a test turns them on (test/consumer-isolation.test.ts
-    // tests them at their defaults): the other tests count PolyV calls of reports and misses as such.
-    BROKER_REPORT_MIN_AGE_SECONDS: '0',
-    BROKER_REFRESH_RESERVE_PER_HOUR: '0',
-    BROKER_CONSUMER_UPSTREAM_PER_HOUR: '0',
+    ...POLICIES_OFF,
     ...env,
   });
 }

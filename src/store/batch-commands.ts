@@ -1,7 +1,7 @@
 import type { RedisClient } from './redis-scripts.js';
 
 /** One single-key command (a read, or an idempotent write): its name, its only key, and its other arguments. */
-export type ReadCommand = readonly [command: string, key: string, ...args: Array<string | number>];
+export type SingleKeyCommand = readonly [command: string, key: string, ...args: Array<string | number>];
 
 /**
  * Runs many single-key commands (reads, or idempotent writes such as recorded reads) in one round trip and returns each reply, or null where Redis refused that one
@@ -11,7 +11,7 @@ export type ReadCommand = readonly [command: string, key: string, ...args: Array
  * different channels' keys do), so the commands are sent all at once, each to the node serving its key's
  * slot: still one round trip per node, never one per key in a row.
  */
-export async function batchRead(redis: RedisClient, commands: readonly ReadCommand[]): Promise<unknown[]> {
+export async function batchCommands(redis: RedisClient, commands: readonly SingleKeyCommand[]): Promise<unknown[]> {
   if (commands.length === 0) return [];
   if (redis.isCluster) {
     return Promise.all(
